@@ -1,0 +1,1 @@
+"""The admin API: a separate listener for routes and contracts, guarded by a bearer token."""

@@ -1,0 +1,140 @@
+"""Assembling and running a gateway: the store, registries, data-plane app and admin app, in one place.
+
+Start-up order: open the store → load stored routes (config routes override by name) → load stored
+contracts → register contract files whose content differs from their active version → open the client
+session → bind the data plane → bind the admin API → mark ready. ``close`` undoes it in reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+
+from gateway.admin.app import build_admin_app
+from gateway.config import GatewayConfig
+from gateway.contracts.document import load_document_file
+from gateway.contracts.registry import ContractRegistry
+from gateway.proxy import Proxy
+from gateway.routes import RouteRegistry
+from gateway.state import STATE, GatewayState
+from gateway.store.sqlite import SQLiteStore
+from gateway.telemetry import build_tracer_provider, propagator, tracer_for
+from gateway.transport import new_session
+
+log = logging.getLogger("agent_gateway")
+
+CONTRACT_SUFFIXES = frozenset({".json", ".yaml", ".yml"})
+LOOPBACK = "127.0.0.1"
+
+
+async def register_contract_dirs(contracts: ContractRegistry, dirs: tuple[Path, ...]) -> list[str]:
+    """Register each contract file unless its active version already holds the same document."""
+    registered: list[str] = []
+    for directory in dirs:
+        for path in sorted(p for p in directory.iterdir() if p.suffix in CONTRACT_SUFFIXES):
+            document = load_document_file(path)
+            active = contracts.table.get(str(document.get("id")))
+            if active is None or dict(active.spec.raw) != document:
+                stored = await contracts.register(document)
+                registered.append(f"{stored.id}@{stored.version}")
+    return registered
+
+
+def admin_token(config: GatewayConfig, insecure: bool) -> tuple[bool, str | None, str]:
+    """Whether the admin API starts, with which token, on which host (loopback when insecure)."""
+    token = config.admin.token.get_secret_value() if config.admin.token else None
+    if token:
+        return True, token, config.admin.host
+    if insecure or config.admin.insecure:
+        return True, None, LOOPBACK
+    return False, None, config.admin.host
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway; ports are the bound ones (useful when the config asked for port 0)."""
+
+    state: GatewayState
+    proxy: Proxy
+    data_runner: web.AppRunner
+    admin_runner: web.AppRunner | None
+    tracer_provider: TracerProvider
+    data_port: int
+    admin_port: int | None
+
+    @property
+    def data_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.data_port}"
+
+    @property
+    def admin_url(self) -> str | None:
+        return None if self.admin_port is None else f"http://{LOOPBACK}:{self.admin_port}"
+
+    async def close(self) -> None:
+        self.state.ready = False
+        if self.admin_runner is not None:
+            await self.admin_runner.cleanup()
+        await self.data_runner.cleanup()
+        await self.state.store.close()
+        self.tracer_provider.shutdown()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    server = runner.addresses[0]
+    return int(server[1])
+
+
+async def start_gateway(
+    config: GatewayConfig,
+    *,
+    insecure_admin: bool = False,
+    tracer_provider: TracerProvider | None = None,
+) -> RunningGateway:
+    store = SQLiteStore(config.store.path)
+    routes = RouteRegistry(store)
+    contracts = ContractRegistry(store)
+    await routes.load(config.routes)
+    await contracts.load()
+    loaded = await register_contract_dirs(contracts, config.contract_dirs)
+    if loaded:
+        log.info("registered contracts from files: %s", ", ".join(loaded))
+    state = GatewayState(config=config, store=store, routes=routes, contracts=contracts)
+    provider = tracer_provider or build_tracer_provider()
+    data_app = web.Application(client_max_size=config.limits.max_body_bytes)
+    data_app[STATE] = state
+    session = new_session(config.timeouts)
+    proxy = Proxy(
+        routes=routes, contracts=contracts, session=session, limits=config.limits,
+        tracer=tracer_for(provider), propagator=propagator(),
+    )  # fmt: skip
+
+    async def close_session(_: web.Application) -> None:
+        await session.close()
+
+    data_app.on_cleanup.append(close_session)
+    data_app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    data_runner = web.AppRunner(
+        data_app,
+        access_log=None,
+        auto_decompress=False,
+        max_line_size=config.limits.max_header_line_bytes,
+        max_field_size=config.limits.max_header_field_bytes,
+        max_headers=config.limits.max_headers,
+    )
+    await data_runner.setup()
+    await web.TCPSite(data_runner, config.listen.host, config.listen.port, reuse_address=True).start()
+    admin_runner, admin_port = None, None
+    start_admin, token, host = admin_token(config, insecure_admin)
+    if start_admin:
+        admin_runner = web.AppRunner(build_admin_app(state, token=token), access_log=None)
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, host, config.admin.port, reuse_address=True).start()
+        admin_port = _bound_port(admin_runner)
+    else:
+        log.warning("admin API disabled: set GATEWAY_ADMIN_TOKEN, or pass --insecure-admin for local development")
+    state.ready = True
+    return RunningGateway(state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port)

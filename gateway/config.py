@@ -1,0 +1,157 @@
+"""Gateway settings: one frozen pydantic model, read from YAML and overridden by ``GATEWAY_*`` variables.
+
+Precedence (highest first): command-line flags, environment, the YAML file, the defaults below. Environment
+names are the setting path upper-cased and joined with ``__`` (``GATEWAY_LISTEN__PORT=8080``,
+``GATEWAY_LIMITS__MAX_BODY_BYTES=1048576``); ``GATEWAY_ADMIN_TOKEN`` is kept as the short, documented name of
+``GATEWAY_ADMIN__TOKEN`` because that is the one every deployment sets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+ENV_PREFIX = "GATEWAY_"
+_ENV_ALIASES = {"GATEWAY_ADMIN_TOKEN": "GATEWAY_ADMIN__TOKEN"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Listener(_Frozen):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class AdminListener(_Frozen):
+    """The admin API listens apart from the data plane so it can be firewalled separately."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9901, ge=0, le=65535)
+    token: SecretStr | None = None
+    insecure: bool = False
+    """Serve without a token (local development only); forces the listener onto loopback."""
+
+
+class Limits(_Frozen):
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_concurrency_per_route: int = Field(1024, gt=0)
+    max_header_line_bytes: int = Field(8190, gt=0)
+    max_header_field_bytes: int = Field(8190, gt=0)
+    max_headers: int = Field(100, gt=0)
+    max_violations: int = Field(50, gt=0)
+    """How many violations a problem document lists; the total is always counted."""
+
+
+class Timeouts(_Frozen):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(60.0, gt=0)
+    """Seconds without a byte from the upstream before the attempt fails with 504."""
+
+
+class RouteSpec(_Frozen):
+    """Where a path prefix is forwarded. ``default`` routes take every path no other route claims."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    upstream: str
+    prefix: str | None = None
+    default: bool = False
+    max_concurrency: int | None = Field(None, gt=0)
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("upstream must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("prefix")
+    @classmethod
+    def _normalise_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/"):
+            raise ValueError("prefix must start with '/'")
+        return value.rstrip("/") or "/"
+
+    @property
+    def effective_prefix(self) -> str:
+        """The path prefix stripped before forwarding; default routes strip nothing."""
+        if self.default:
+            return ""
+        return self.prefix if self.prefix is not None else f"/{self.name}"
+
+
+class StoreConfig(_Frozen):
+    path: str = "agent-gateway.db"
+    """SQLite file holding routes and contracts; ``:memory:`` keeps nothing across restarts."""
+
+
+class GatewayConfig(_Frozen):
+    listen: Listener = Listener()
+    admin: AdminListener = AdminListener()
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    store: StoreConfig = StoreConfig()
+    routes: tuple[RouteSpec, ...] = ()
+    contract_dirs: tuple[Path, ...] = ()
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> GatewayConfig:
+        names = [r.name for r in self.routes]
+        if len(names) != len(set(names)):
+            raise ValueError("route names must be unique")
+        if sum(r.default for r in self.routes) > 1:
+            raise ValueError("at most one route can be the default")
+        return self
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``GATEWAY_A__B=v`` variables into the nested mapping ``{"a": {"b": "v"}}``."""
+    tree: dict[str, Any] = {}
+    for raw_name, value in environ.items():
+        name = _ENV_ALIASES.get(raw_name, raw_name)
+        if not name.startswith(ENV_PREFIX) or name == "GATEWAY_ADMIN_URL":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> GatewayConfig:
+    """Build the settings from a YAML file, the environment and explicit overrides, in rising precedence."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+        data = loaded
+    data = deep_merge(data, env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        data = deep_merge(data, overrides)
+    return GatewayConfig.model_validate(data)

@@ -1,0 +1,140 @@
+"""Contract documents: reading them, checking them against the shipped JSON Schema, and their typed form.
+
+Registration is the one place where a contract can be wrong, so every problem is found here and reported
+with a JSON pointer into the document: the data plane only ever sees contracts that compiled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jsonschema.validators import Draft202012Validator
+
+Action = Literal["reject", "pass", "retry", "escalate", "fallback"]
+Mode = Literal["enforce", "shadow"]
+FAILURE_MODES = (
+    "request_invalid",
+    "response_invalid",
+    "timeout",
+    "upstream_error",
+    "breaker_open",
+    "stale_context",
+)
+DEFAULT_ACTIONS: Mapping[str, Action] = {mode: "reject" for mode in FAILURE_MODES}
+
+
+class ContractDocumentError(ValueError):
+    """The document is not a valid contract; ``errors`` lists ``{pointer, message}`` for each problem."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+@cache
+def contract_meta_schema() -> dict[str, Any]:
+    """The JSON Schema every contract document must satisfy (shipped as ``contract.schema.json``)."""
+    text = resources.files("gateway.contracts").joinpath("contract.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _document_validator() -> Draft202012Validator:
+    return Draft202012Validator(contract_meta_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def json_pointer(parts: Any) -> str:
+    """RFC 6901 pointer for a sequence of keys and indexes."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    idempotent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSpec:
+    """A checked contract document; ``raw`` is kept verbatim for the admin API and the store."""
+
+    id: str
+    route: str
+    operation: Operation
+    mode: Mode
+    request_body: Any | None
+    request_headers: Any | None
+    request_query: Any | None
+    responses: Mapping[str, Any]
+    failure_modes: Mapping[str, Action]
+    shared_schemas: tuple[Mapping[str, Any], ...]
+    raw: Mapping[str, Any] = field(repr=False)
+
+    def action(self, failure_mode: str) -> Action:
+        """The declared action, or ``pass`` for everything when the contract is in shadow mode."""
+        return "pass" if self.mode == "shadow" else self.failure_modes[failure_mode]
+
+
+def load_document_text(text: str | bytes, *, source: str = "<document>") -> dict[str, Any]:
+    """Parse JSON or YAML text into a mapping (YAML is a superset of JSON, so one parser serves both)."""
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ContractDocumentError(f"{source}: not valid JSON or YAML: {exc}", []) from exc
+    if not isinstance(loaded, dict):
+        raise ContractDocumentError(f"{source}: a contract document must be a mapping", [])
+    return loaded
+
+
+def load_document_file(path: Path) -> dict[str, Any]:
+    return load_document_text(path.read_text(), source=str(path))
+
+
+def _schema_locations(doc: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], Any]]:
+    request = doc.get("request", {})
+    found: list[tuple[tuple[Any, ...], Any]] = [
+        (("request", part), request[part]) for part in ("body", "headers", "query") if part in request
+    ]
+    found += [(("responses", status), schema) for status, schema in doc.get("responses", {}).items()]
+    found += [(("schemas", i), schema) for i, schema in enumerate(doc.get("schemas", []))]
+    return found
+
+
+def parse_contract(doc: Mapping[str, Any]) -> ContractSpec:
+    """Check ``doc`` against the contract meta-schema and every embedded schema against draft 2020-12."""
+    errors = [
+        {"pointer": json_pointer(err.absolute_path), "message": err.message}
+        for err in sorted(_document_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+    ]
+    if not errors:
+        for location, schema in _schema_locations(doc):
+            errors += [
+                {"pointer": json_pointer(location + tuple(err.absolute_path)), "message": err.message}
+                for err in Draft202012Validator(Draft202012Validator.META_SCHEMA).iter_errors(schema)
+            ]
+    if errors:
+        raise ContractDocumentError(f"invalid contract document: {len(errors)} problem(s)", errors)
+    operation = doc["operation"]
+    request = doc.get("request", {})
+    return ContractSpec(
+        id=doc["id"],
+        route=doc["route"],
+        operation=Operation(operation["method"], operation["path"], operation.get("idempotent", False)),
+        mode=doc.get("mode", "enforce"),
+        request_body=request.get("body"),
+        request_headers=request.get("headers"),
+        request_query=request.get("query"),
+        responses=dict(doc.get("responses", {})),
+        failure_modes={**DEFAULT_ACTIONS, **doc.get("failure_modes", {})},
+        shared_schemas=tuple(doc.get("schemas", ())),
+        raw=doc,
+    )

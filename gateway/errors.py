@@ -1,0 +1,237 @@
+"""Exceptions raised on the data path and the admin API, and how each becomes an RFC 9457 problem document.
+
+Every rejection the gateway makes leaves through :func:`problem_response`, so callers always get the same
+``application/problem+json`` shape with the ``trace_id`` they need to find the request in traces and logs.
+
+Hierarchy::
+
+    GatewayError                      (500, never raised directly)
+     ├── ContractViolation            (422 request / 502 response)
+     ├── PayloadTooLarge              (413)
+     ├── UpstreamPayloadTooLarge      (502)
+     ├── RouteOverloaded              (503 + Retry-After)
+     ├── NoRoute                      (404)
+     ├── UpstreamError                (502)
+     │    └── UpstreamTimeout         (504)
+     └── AdminError                   (400 / 401 / 404 / 409: admin API only)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import orjson
+from aiohttp import web
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://agent-gateway.dev/problems/"
+
+Direction = Literal["request", "response"]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One reason a payload broke its contract; ``pointer`` is an RFC 6901 JSON pointer into the payload."""
+
+    pointer: str
+    keyword: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"pointer": self.pointer, "keyword": self.keyword, "message": self.message}
+
+
+class GatewayError(Exception):
+    """Base class: a failure the gateway reports to its caller as a problem document."""
+
+    status: ClassVar[int] = 500
+    kind: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal gateway error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def extensions(self) -> dict[str, Any]:
+        """Members added to the problem document beyond the RFC 9457 core ones."""
+        return {}
+
+    def headers(self) -> Mapping[str, str]:
+        return {}
+
+    def status_code(self) -> int:
+        return self.status
+
+    def problem(self, trace_id: str | None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.kind,
+            "title": self.title,
+            "status": self.status_code(),
+            "detail": self.detail,
+        }
+        doc.update(self.extensions())
+        doc["trace_id"] = trace_id
+        return doc
+
+
+class ContractViolation(GatewayError):
+    """A request or response payload broke the active version of its contract."""
+
+    def __init__(
+        self,
+        *,
+        contract: str,
+        version: int,
+        direction: Direction,
+        violations: Sequence[Violation],
+        total: int,
+    ) -> None:
+        noun = "request" if direction == "request" else "upstream response"
+        super().__init__(f"The {noun} violates contract {contract!r} version {version}: {total} violation(s).")
+        self.contract = contract
+        self.version = version
+        self.direction: Direction = direction
+        self.violations = tuple(violations)
+        self.total = total
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return f"{self.direction}-invalid"
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"{self.direction.capitalize()} violates contract"
+
+    def status_code(self) -> int:
+        return 422 if self.direction == "request" else 502
+
+    def extensions(self) -> dict[str, Any]:
+        return {
+            "contract": self.contract,
+            "version": self.version,
+            "direction": self.direction,
+            "violations": [v.as_dict() for v in self.violations],
+            "violation_count": self.total,
+            "violations_truncated": self.total > len(self.violations),
+        }
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    kind = "payload-too-large"
+    title = "Request body too large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body exceeds the limit of {limit} bytes.")
+        self.limit = limit
+
+    def extensions(self) -> dict[str, Any]:
+        return {"limit_bytes": self.limit}
+
+
+class UpstreamPayloadTooLarge(PayloadTooLarge):
+    status = 502
+    kind = "upstream-payload-too-large"
+    title = "Upstream response body too large"
+
+    def __init__(self, limit: int) -> None:
+        GatewayError.__init__(self, f"The upstream response body exceeds the limit of {limit} bytes.")
+        self.limit = limit
+
+
+class RouteOverloaded(GatewayError):
+    status = 503
+    kind = "route-overloaded"
+    title = "Too many concurrent requests"
+
+    def __init__(self, route: str, limit: int, retry_after: int = 1) -> None:
+        super().__init__(f"Route {route!r} already has {limit} requests in flight.")
+        self.route = route
+        self.retry_after = retry_after
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    def extensions(self) -> dict[str, Any]:
+        return {"route": self.route}
+
+
+class NoRoute(GatewayError):
+    status = 404
+    kind = "no-route"
+    title = "No route matches"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"No route is configured for path {path!r}.")
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    kind = "upstream-error"
+    title = "Upstream agent failed"
+
+    def __init__(self, route: str, detail: str) -> None:
+        super().__init__(detail)
+        self.route = route
+
+    def extensions(self) -> dict[str, Any]:
+        return {"route": self.route}
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "upstream-timeout"
+    title = "Upstream agent timed out"
+
+
+class AdminError(GatewayError):
+    """An admin API request that cannot be served; ``status`` is chosen per instance."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        kind: str = "bad-request",
+        title: str = "Bad request",
+        errors: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        super().__init__(detail)
+        self._status = status
+        self._kind = kind
+        self._title = title
+        self.errors = list(errors)
+
+    def status_code(self) -> int:
+        return self._status
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self._kind
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return self._title
+
+    def headers(self) -> Mapping[str, str]:
+        return {"WWW-Authenticate": "Bearer"} if self._status == 401 else {}
+
+    def extensions(self) -> dict[str, Any]:
+        return {"errors": self.errors} if self.errors else {}
+
+
+def problem_response(
+    error: GatewayError, trace_id: str | None, extra_headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """Render ``error`` as an ``application/problem+json`` response."""
+    headers = dict(error.headers())
+    if extra_headers:
+        headers.update(extra_headers)
+    return web.Response(
+        body=orjson.dumps(error.problem(trace_id)),
+        status=error.status_code(),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )

@@ -1,0 +1,102 @@
+"""Talking to upstream agents: the pooled client session and the header rules of an HTTP intermediary."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.config import Timeouts
+from gateway.errors import PayloadTooLarge
+
+#: Connection-specific fields a proxy must not forward (RFC 9110 §7.6.1), plus the pre-standard
+#: ``Proxy-Connection`` and ``Keep-Alive`` that clients still send.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: Fields the gateway recomputes: the framing of a re-sent body, and the target's own Host.
+_RECOMPUTED = frozenset({"host", "content-length"})
+VIA = "1.1 agent-gateway"
+STREAM_CHUNK = 64 * 1024
+
+
+def new_session(timeouts: Timeouts, *, pool_size: int = 0) -> aiohttp.ClientSession:
+    """One pooled session for all upstreams; bodies are relayed byte for byte (no decompression)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=pool_size, limit_per_host=0, ttl_dns_cache=60),
+        timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.read),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+    )
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    """Field names listed in ``Connection`` are hop-by-hop for this message too (RFC 9110 §7.6.1)."""
+    return {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
+
+
+def _end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    extra = _connection_tokens(headers) if "Connection" in headers else set()
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop and k.lower() not in extra)
+
+
+def upstream_request_headers(request: web.Request, *, keep_length: bool) -> CIMultiDict[str]:
+    """The inbound headers minus hop-by-hop ones, plus ``X-Forwarded-*`` and ``Via``."""
+    headers = _end_to_end(request.headers, HOP_BY_HOP | {"host"} if keep_length else HOP_BY_HOP | _RECOMPUTED)
+    peer = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+    headers["Via"] = f"{request.headers['Via']}, {VIA}" if "Via" in request.headers else VIA
+    return headers
+
+
+def downstream_response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """Upstream response headers to relay: end-to-end ones only, ``Content-Length`` recomputed, ``Via`` added."""
+    headers = _end_to_end(upstream.headers, HOP_BY_HOP | _RECOMPUTED)
+    headers["Via"] = f"{upstream.headers['Via']}, {VIA}" if "Via" in upstream.headers else VIA
+    return headers
+
+
+def upstream_url(base: str, path: str, query_string: str) -> URL:
+    """Join the route's upstream with the (already percent-encoded) path and query, without re-quoting."""
+    return URL(f"{base}{path}?{query_string}" if query_string else f"{base}{path}", encoded=True)
+
+
+async def stream_request_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """Relay the inbound body chunk by chunk, failing once more than ``limit`` bytes have arrived."""
+    seen = 0
+    async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+        seen += len(chunk)
+        if seen > limit:
+            raise PayloadTooLarge(limit)
+        yield chunk
+
+
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole upstream body, or ``None`` if it is longer than ``limit`` bytes."""
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
