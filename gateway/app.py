@@ -32,16 +32,16 @@ LOOPBACK = "127.0.0.1"
 
 
 async def register_contract_dirs(contracts: ContractRegistry, dirs: tuple[Path, ...]) -> list[str]:
-    """Register each contract file unless its active version already holds the same document."""
-    registered: list[str] = []
+    """Register, as one change, each contract file whose active version does not already hold it."""
+    changed = []
     for directory in dirs:
         for path in sorted(p for p in directory.iterdir() if p.suffix in CONTRACT_SUFFIXES):
             document = load_document_file(path)
             active = contracts.table.get(str(document.get("id")))
             if active is None or dict(active.spec.raw) != document:
-                stored = await contracts.register(document)
-                registered.append(f"{stored.id}@{stored.version}")
-    return registered
+                changed.append(document)
+    stored = await contracts.register_many(changed) if changed else []
+    return [f"{entry.id}@{entry.version}" for entry in stored]
 
 
 def admin_token(config: GatewayConfig, insecure: bool) -> tuple[bool, str | None, str]:

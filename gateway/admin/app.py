@@ -12,12 +12,14 @@ from gateway.admin.api import Endpoint, json_response, openapi_document, parse_b
 from gateway.admin.auth import token_auth_middleware
 from gateway.admin.models import (
     ActivateRequest,
+    BulkRegistration,
     ContractList,
     ContractSummary,
     ContractVersion,
     ContractVersionList,
     Health,
     Registered,
+    RegisteredList,
     RouteList,
     ValidateRequest,
     ValidateResult,
@@ -109,10 +111,18 @@ async def delete_route(request: web.Request) -> web.Response:
 # -- contracts -------------------------------------------------------------------------------------------
 
 
+def _activate_flag(request: web.Request) -> bool:
+    return request.query.get("activate", "true").lower() not in ("false", "0", "no")
+
+
+def _invalid_contract(exc: ContractDocumentError) -> AdminError:
+    return AdminError(400, str(exc), kind="invalid-contract", title="Invalid contract", errors=exc.errors)
+
+
 async def put_contract(request: web.Request) -> web.Response:
     """Register the body (JSON or YAML) as the next version of the contract; activate it unless told not to."""
     contract_id = request.match_info["id"]
-    activate = request.query.get("activate", "true").lower() not in ("false", "0", "no")
+    activate = _activate_flag(request)
     try:
         document = load_document_text(await request.read(), source="body")
         if document.setdefault("id", contract_id) != contract_id:
@@ -122,8 +132,23 @@ async def put_contract(request: web.Request) -> web.Response:
             )
         stored = await _state(request).contracts.register(document, activate=activate)
     except ContractDocumentError as exc:
-        raise AdminError(400, str(exc), kind="invalid-contract", title="Invalid contract", errors=exc.errors) from exc
+        raise _invalid_contract(exc) from exc
     return json_response(Registered(id=stored.id, version=stored.version, active=activate), 201)
+
+
+async def post_contracts(request: web.Request) -> web.Response:
+    """Register several contracts as one atomic change (for contracts that ``$ref`` each other)."""
+    activate = _activate_flag(request)
+    try:
+        body = load_document_text(await request.read(), source="body")
+        documents = body.get("contracts")
+        if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
+            raise ContractDocumentError("the body must be {contracts: [document, ...]}", [])
+        stored = await _state(request).contracts.register_many(documents, activate=activate)
+    except ContractDocumentError as exc:
+        raise _invalid_contract(exc) from exc
+    registered = [Registered(id=s.id, version=s.version, active=activate) for s in stored]
+    return json_response(RegisteredList(registered=registered), 201)
 
 
 async def list_contracts(request: web.Request) -> web.Response:
@@ -238,6 +263,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/routes/{name}", "Show a route", get_route),
     Endpoint("DELETE", "/routes/{name}", "Delete a route", delete_route, status=204),
     Endpoint("GET", "/contracts", "List contracts", list_contracts, response=ContractList),
+    Endpoint(
+        "POST",
+        "/contracts",
+        "Register several contracts atomically ({contracts: [...]}, JSON or YAML)",
+        post_contracts,
+        body=BulkRegistration,
+        response=RegisteredList,
+        status=201,
+    ),
     Endpoint(
         "PUT",
         "/contracts/{id}",

@@ -46,6 +46,14 @@ class Registered(_Model):
     active: bool
 
 
+class RegisteredList(_Model):
+    registered: list[Registered]
+
+
+class BulkRegistration(_Model):
+    contracts: list[dict[str, Any]] = Field(description="contract documents, registered all or none")
+
+
 class ActivateRequest(_Model):
     version: int = Field(gt=0)
 

@@ -14,7 +14,7 @@ would leave some contract uncompilable is refused) and then swaps it in with one
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jsonschema_rs
@@ -121,13 +121,25 @@ class ContractRegistry:
 
     async def register(self, document: Mapping[str, Any], *, activate: bool = True) -> StoredContract:
         """Store ``document`` as the next version of its id; raise :class:`ContractDocumentError` if bad."""
-        spec = parse_contract(document)
+        (stored,) = await self.register_many([document], activate=activate)
+        return stored
+
+    async def register_many(
+        self, documents: Sequence[Mapping[str, Any]], *, activate: bool = True
+    ) -> list[StoredContract]:
+        """Register several documents as one change, so contracts that ``$ref`` each other's shared schemas
+        can arrive together; either all compile and are stored, or none is."""
+        specs = [parse_contract(document) for document in documents]
+        if len({spec.id for spec in specs}) != len(specs):
+            raise ContractDocumentError("the same contract id appears twice in one registration", [])
         async with self._lock:
-            self._build({**self._active, spec.id: (spec, 0)})  # refuse before storing anything
-            stored = await self._store.add_contract_version(spec.id, document)
+            self._build({**self._active, **{spec.id: (spec, 0) for spec in specs}})  # refuse before storing
+            stored = [await self._store.add_contract_version(s.id, d) for s, d in zip(specs, documents, strict=True)]
             if activate:
-                await self._store.set_active_version(spec.id, stored.version)
-                self._swap({**self._active, spec.id: (spec, stored.version)})
+                for entry in stored:
+                    await self._store.set_active_version(entry.id, entry.version)
+                versions = {entry.id: entry.version for entry in stored}
+                self._swap({**self._active, **{spec.id: (spec, versions[spec.id]) for spec in specs}})
             return stored
 
     async def activate(self, contract_id: str, version: int) -> None:

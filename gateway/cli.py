@@ -1,0 +1,170 @@
+"""The ``agent-gateway`` command: ``serve``, ``demo``, and ``contracts``/``routes`` against the admin API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.admin.client import AdminAPIError, AdminClient
+from gateway.app import start_gateway
+from gateway.config import load_config
+from gateway.contracts.document import ContractDocumentError, load_document_file
+
+REPO_CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _event_loop_policy() -> None:
+    """uvloop when installed: roughly a third more throughput on the data path."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.host or args.port is not None:
+        overrides["listen"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    config = load_config(args.config, overrides=overrides)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    gateway = await start_gateway(config, insecure_admin=args.insecure_admin)
+    logging.getLogger("agent_gateway").info(
+        "serving data plane on %s:%d, admin API on %s", config.listen.host, gateway.data_port, gateway.admin_url
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gateway.close()
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo.pipeline import run_demo
+
+    logging.basicConfig(level=logging.ERROR)
+    return await run_demo(args.contracts)
+
+
+async def _contracts(args: argparse.Namespace) -> int:
+    async with AdminClient(args.admin_url) as admin:
+        if args.action == "push":
+            documents = [load_document_file(path) for path in args.files]
+            query = "" if args.activate else "?activate=false"
+            _print_json(await admin.request("POST", f"/contracts{query}", body={"contracts": documents}))
+        elif args.action == "list":
+            _print_json(await admin.request("GET", "/contracts"))
+        elif args.action == "show":
+            suffix = f"/versions/{args.version}" if args.version else ""
+            _print_json(await admin.request("GET", f"/contracts/{args.id}{suffix}"))
+        elif args.action == "activate":
+            _print_json(await admin.request("POST", f"/contracts/{args.id}/activate", body={"version": args.version}))
+        elif args.action == "validate":
+            body = {
+                "direction": args.direction,
+                "status": args.status,
+                "version": args.version,
+                "payload": orjson.loads(args.payload.read_bytes()),
+            }
+            result = await admin.request("POST", f"/contracts/{args.id}/validate", body=body)
+            _print_json(result)
+            return 0 if result["valid"] else 1
+    return 0
+
+
+async def _routes(args: argparse.Namespace) -> int:
+    async with AdminClient(args.admin_url) as admin:
+        if args.action == "list":
+            _print_json(await admin.request("GET", "/routes"))
+        elif args.action == "put":
+            spec = {"upstream": args.upstream, "prefix": args.prefix, "default": args.default}
+            _print_json(await admin.put_route(args.name, spec))
+        elif args.action == "delete":
+            await admin.request("DELETE", f"/routes/{args.name}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, help="YAML settings file (GATEWAY_* variables override it)")
+    serve.add_argument("--host", help="data-plane listen address")
+    serve.add_argument("--port", type=int, help="data-plane listen port")
+    serve.add_argument(
+        "--insecure-admin", action="store_true", help="serve the admin API without a token, on loopback only"
+    )
+    serve.set_defaults(run=_serve)
+
+    demo = sub.add_parser("demo", help="run the demo pipeline on loopback and print a handoff report")
+    demo.add_argument("--contracts", type=Path, default=REPO_CONTRACTS, help="directory of demo contracts")
+    demo.set_defaults(run=_demo)
+
+    admin_url = argparse.ArgumentParser(add_help=False)
+    admin_url.add_argument("--admin-url", help="admin API URL (default $GATEWAY_ADMIN_URL or 127.0.0.1:9901)")
+
+    contracts = sub.add_parser("contracts", help="manage contracts through the admin API")
+    actions = contracts.add_subparsers(dest="action", required=True)
+    push = actions.add_parser("push", parents=[admin_url], help="register files as one atomic change")
+    push.add_argument("files", type=Path, nargs="+")
+    push.add_argument("--no-activate", dest="activate", action="store_false", help="store without enforcing")
+    actions.add_parser("list", parents=[admin_url])
+    show = actions.add_parser("show", parents=[admin_url])
+    show.add_argument("id")
+    show.add_argument("--version", type=int)
+    activate = actions.add_parser("activate", parents=[admin_url], help="activate or roll back to a version")
+    activate.add_argument("id")
+    activate.add_argument("version", type=int)
+    validate = actions.add_parser("validate", parents=[admin_url], help="dry-run a JSON payload file")
+    validate.add_argument("id")
+    validate.add_argument("payload", type=Path)
+    validate.add_argument("--direction", choices=("request", "response"), default="request")
+    validate.add_argument("--status", type=int, default=200)
+    validate.add_argument("--version", type=int)
+    contracts.set_defaults(run=_contracts)
+
+    routes = sub.add_parser("routes", help="manage routes through the admin API")
+    route_actions = routes.add_subparsers(dest="action", required=True)
+    route_actions.add_parser("list", parents=[admin_url])
+    put = route_actions.add_parser("put", parents=[admin_url])
+    put.add_argument("name")
+    put.add_argument("--upstream", required=True)
+    put.add_argument("--prefix")
+    put.add_argument("--default", action="store_true", help="take every path no other route claims")
+    delete = route_actions.add_parser("delete", parents=[admin_url])
+    delete.add_argument("name")
+    routes.set_defaults(run=_routes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _event_loop_policy()
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
+    try:
+        return asyncio.run(run(args))
+    except AdminAPIError as exc:
+        _print_json(exc.problem)
+        return 2
+    except (ContractDocumentError, OSError) as exc:
+        print(f"agent-gateway: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

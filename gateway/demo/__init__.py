@@ -1,0 +1,1 @@
+"""The in-process demo pipeline behind ``agent-gateway demo``."""

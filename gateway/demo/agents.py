@@ -1,0 +1,88 @@
+"""Four toy agents — researcher → planner → writer → critic — that can be told to misbehave.
+
+They know nothing about the gateway: each is a plain aiohttp service. The ``X-Demo-Fault`` request header
+makes one return the kind of output real model-backed agents produce on a bad day.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+FAULT_HEADER = "X-Demo-Fault"
+Agent = Callable[[dict[str, Any], str], Any]
+
+
+def researcher(payload: dict[str, Any], fault: str) -> Any:
+    topic = payload["topic"]
+    findings = [
+        {"claim": f"{topic} pipelines fail mostly at handoffs", "source": "https://arxiv.org/abs/2503.13657"},
+        {"claim": "explicit contracts catch malformed outputs early", "source": "https://example.org/contracts"},
+    ]
+    return {"topic": topic, "findings": findings}
+
+
+def planner(payload: dict[str, Any], fault: str) -> Any:
+    steps = [{"title": f"Explain {f['claim']}", "detail": f"cite {f['source']}"} for f in payload["findings"]]
+    if fault == "missing-field":
+        steps = [{"title": s["title"]} for s in steps]
+    return {"topic": payload["topic"], "steps": steps}
+
+
+def writer(payload: dict[str, Any], fault: str) -> Any:
+    body = " ".join(step["title"] + "." for step in payload["steps"])
+    draft: dict[str, Any] = {"version": 1, "title": payload["topic"].title(), "body": body}
+    if fault == "wrong-type":
+        draft["version"] = "one"
+    return {"draft": draft}
+
+
+def critic(payload: dict[str, Any], fault: str) -> Any:
+    if fault == "not-json":
+        return "LGTM! Ship it."
+    return {"verdict": "approve", "score": 0.82, "comments": ["clear", "cites sources"]}
+
+
+AGENTS: dict[str, tuple[str, Agent]] = {
+    "researcher": ("/research", researcher),
+    "planner": ("/plan", planner),
+    "writer": ("/draft", writer),
+    "critic": ("/review", critic),
+}
+
+
+def agent_app(name: str, hits: Counter[str]) -> web.Application:
+    """An aiohttp app serving one agent; ``hits`` counts the requests it really received."""
+    path, agent = AGENTS[name]
+
+    async def handle(request: web.Request) -> web.Response:
+        hits[name] += 1
+        result = agent(await request.json(), request.headers.get(FAULT_HEADER, ""))
+        if isinstance(result, str):
+            return web.Response(text=result, content_type="text/plain")
+        return web.json_response(result)
+
+    app = web.Application()
+    app.router.add_post(path, handle)
+    return app
+
+
+async def start_agents(hits: Counter[str]) -> tuple[dict[str, str], Callable[[], Awaitable[None]]]:
+    """Start every agent on an ephemeral loopback port; returns their base URLs and a stop function."""
+    runners: list[web.AppRunner] = []
+    urls: dict[str, str] = {}
+    for name in AGENTS:
+        runner = web.AppRunner(agent_app(name, hits), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        urls[name] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def stop() -> None:
+        for runner in runners:
+            await runner.cleanup()
+
+    return urls, stop

@@ -1,0 +1,185 @@
+"""``agent-gateway demo``: four agents behind one gateway, some misbehaving, and a report of each handoff.
+
+Everything runs in this process on loopback: the agents, the gateway with its admin API, and the
+orchestrator that passes each agent's output to the next one *through the gateway*, as a real pipeline would.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+import orjson
+
+from gateway.admin.client import AdminClient
+from gateway.app import RunningGateway, start_gateway
+from gateway.config import GatewayConfig
+from gateway.contracts.document import load_document_file
+from gateway.demo.agents import AGENTS, FAULT_HEADER, start_agents
+from gateway.proxy import VERDICT_HEADER
+
+PIPELINE = ("researcher", "planner", "writer", "critic")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    title: str
+    topic: str = "multi-agent reliability"
+    faults: dict[str, str] = field(default_factory=dict)
+    shadow: bool = False
+    """The run expects a shadow-mode contract to let an invalid payload through (with a verdict header)."""
+
+
+SCENARIOS = (
+    Scenario("healthy pipeline"),
+    Scenario("planner drops a required field", faults={"planner": "missing-field"}),
+    Scenario("writer returns the wrong type", faults={"writer": "wrong-type"}),
+    Scenario("critic answers in prose, not JSON", faults={"critic": "not-json"}),
+    Scenario("orchestrator sends a malformed task", topic=""),
+)
+
+
+@dataclass
+class Handoff:
+    step: int
+    source: str
+    target: str
+    status: int
+    verdict: str
+    detail: str
+    agent_called: bool
+
+
+def _first_violation(body: bytes) -> str:
+    try:
+        problem = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    violations = problem.get("violations") or []
+    if not violations:
+        return str(problem.get("detail", ""))
+    first = violations[0]
+    more = problem.get("violation_count", 1) - 1
+    return f"{first['pointer'] or '/'} {first['keyword']}: {first['message']}" + (f" (+{more} more)" if more else "")
+
+
+class Demo:
+    def __init__(self, gateway: RunningGateway, hits: Counter[str], out: TextIO) -> None:
+        self.gateway = gateway
+        self.hits = hits
+        self.out = out
+        self.passed_invalid = 0
+
+    async def run(self, session: aiohttp.ClientSession, number: int, scenario: Scenario) -> list[Handoff]:
+        """Drive one pipeline run; stop at the first handoff the gateway refuses, as a pipeline must."""
+        run_id = f"demo-{number}"
+        payload: Any = {"topic": scenario.topic}
+        handoffs: list[Handoff] = []
+        source = "orchestrator"
+        for step, target in enumerate(PIPELINE, start=1):
+            path = AGENTS[target][0]
+            headers = {"X-Run-Id": run_id, "X-Agent-Name": source, FAULT_HEADER: scenario.faults.get(target, "")}
+            before = self.hits[target]
+            async with session.post(f"{self.gateway.data_url}/{target}{path}", json=payload, headers=headers) as resp:
+                body = await resp.read()
+                verdict, _, notes = resp.headers.get(VERDICT_HEADER, "-").partition(";")
+                detail = _first_violation(body) if resp.status != 200 else ("" if verdict == "valid" else notes.strip())
+                if resp.status == 200 and verdict not in ("valid", "-") and not scenario.shadow:
+                    self.passed_invalid += 1
+                handoffs.append(Handoff(step, source, target, resp.status, verdict, detail, self.hits[target] > before))
+                if resp.status != 200:
+                    break
+                payload = orjson.loads(body)
+                source = target
+        self._print_run(number, scenario, handoffs, payload)
+        return handoffs
+
+    def _print_run(self, number: int, scenario: Scenario, handoffs: list[Handoff], last: Any) -> None:
+        print(f"\nRun {number}: {scenario.title}  (X-Run-Id: demo-{number})", file=self.out)
+        print(f"  {'#':<2} {'handoff':<26} {'HTTP':<5} {'verdict':<17} detail", file=self.out)
+        for h in handoffs:
+            called = "" if h.agent_called else " [agent never called]"
+            line = f"  {h.step:<2} {h.source + ' → ' + h.target:<26} {h.status:<5} {h.verdict:<17} {h.detail}{called}"
+            print(line.rstrip(), file=self.out)
+        final = handoffs[-1]
+        if final.status == 200 and final.target == PIPELINE[-1]:
+            outcome = f"completed: critic says {last.get('verdict')!r} (score {last.get('score')})"
+        else:
+            nxt = PIPELINE.index(final.target) + 1
+            downstream = f"; nothing reached {PIPELINE[nxt]}" if nxt < len(PIPELINE) else ""
+            outcome = f"halted at {final.target} (HTTP {final.status}){downstream}"
+        print(f"  outcome: {outcome}", file=self.out)
+
+
+def demo_config(token: str) -> GatewayConfig:
+    return GatewayConfig.model_validate(
+        {
+            "listen": {"host": "127.0.0.1", "port": 0},
+            "admin": {"host": "127.0.0.1", "port": 0, "token": token},
+            "store": {"path": ":memory:"},
+        }
+    )
+
+
+def load_contract_documents(directory: Path) -> list[dict[str, Any]]:
+    return [load_document_file(p) for p in sorted(directory.glob("*.y*ml"))]
+
+
+async def run_demo(contracts_dir: Path, out: TextIO = sys.stdout) -> int:
+    documents = load_contract_documents(contracts_dir)
+    hits: Counter[str] = Counter()
+    urls, stop_agents = await start_agents(hits)
+    token = secrets.token_urlsafe(16)
+    gateway = await start_gateway(demo_config(token))
+    try:
+        async with AdminClient(gateway.admin_url, token) as admin, aiohttp.ClientSession() as session:
+            for name, url in urls.items():
+                await admin.put_route(name, {"upstream": url})
+            registered = await admin.request("POST", "/contracts", body={"contracts": documents})
+            print(
+                "agent-gateway demo: researcher → planner → writer → critic, every handoff through the gateway",
+                file=out,
+            )
+            print(f"  data plane {gateway.data_url}   admin API {gateway.admin_url}", file=out)
+            versions = ", ".join(f"{r['id']} v{r['version']}" for r in registered["registered"])
+            print(f"  contracts registered through the admin API: {versions}", file=out)
+            demo = Demo(gateway, hits, out)
+            runs = [await demo.run(session, n, scenario) for n, scenario in enumerate(SCENARIOS, start=1)]
+            runs.append(await _shadow_run(admin, demo, session, len(runs) + 1))
+        handoffs = [h for run in runs for h in run]
+        rejected = sum(1 for h in handoffs if h.status in (422, 502))
+        print(
+            f"\nSummary: {len(runs)} runs, {len(handoffs)} handoffs, {rejected} refused by contract, "
+            f"invalid payloads passed on as valid in enforce mode: {demo.passed_invalid}",
+            file=out,
+        )
+        return 0 if demo.passed_invalid == 0 else 1
+    finally:
+        await gateway.close()
+        await stop_agents()
+
+
+async def _shadow_run(admin: AdminClient, demo: Demo, session: aiohttp.ClientSession, number: int) -> list[Handoff]:
+    """Roll out a shadow-mode version of the writer's contract, watch it pass a bad draft, then roll back."""
+    current = await admin.request("GET", "/contracts/writer.draft")
+    shadow = {**current["document"], "mode": "shadow"}
+    staged = await admin.request("PUT", "/contracts/writer.draft", body=shadow)
+    print(
+        f"\n[admin] registered writer.draft v{staged['version']} in shadow mode (recorded, not enforced)",
+        file=demo.out,
+    )
+    run = await demo.run(
+        session,
+        number,
+        Scenario(
+            "writer returns the wrong type, its contract in shadow mode", faults={"writer": "wrong-type"}, shadow=True
+        ),
+    )
+    await admin.request("POST", "/contracts/writer.draft/activate", body={"version": current["version"]})
+    print(f"[admin] rolled writer.draft back to v{current['version']} (enforce)", file=demo.out)
+    return run
