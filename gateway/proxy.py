@@ -15,6 +15,7 @@ Every failure is a :class:`gateway.errors.GatewayError` mapped to a problem docu
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from gateway.transport import (
 log = logging.getLogger("agent_gateway.proxy")
 
 VERDICT_HEADER = "X-Contract-Verdict"
+LARGE_BODY = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -67,6 +69,8 @@ class Exchange:
     trace_id: str
     route: RouteSpec | None = None
     path: str = "/"
+    query: str = ""
+    """Percent-encoded as received: the gateway never re-quotes what it forwards."""
     contract: CompiledContract | None = None
     verdict: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -134,7 +138,7 @@ class Proxy:
 
     def _route(self, exchange: Exchange) -> None:
         request = exchange.request
-        raw_path = request.raw_path.partition("?")[0]
+        raw_path, _, exchange.query = request.raw_path.partition("?")
         matched = self._routes.table.match(raw_path)
         if matched is None:
             raise NoRoute(request.path)
@@ -196,7 +200,9 @@ class Proxy:
         if exchange.contract is not None and exchange.contract.responses:
             headers["Accept-Encoding"] = "identity"  # the gateway must be able to read what it validates
         data = stream_request_body(request, self._limits.max_body_bytes) if streamed and request.body_exists else body
-        url = upstream_url(exchange.route.upstream, exchange.path, request.query_string)
+        if body is not None and len(body) > LARGE_BODY:
+            data = io.BytesIO(body)  # aiohttp writes large bytes in one go and warns; BytesIO is sent in chunks
+        url = upstream_url(exchange.route.upstream, exchange.path, exchange.query)
         return _UpstreamCall(self, exchange, request.method, url, headers, data)
 
     async def _relay(self, exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -240,7 +246,7 @@ class Proxy:
         exchange.span.set_attributes({"contract.verdict": verdict, "contract.violations": total})
         action = contract.spec.action(verdict)
         if action == "pass":
-            exchange.notes.append(f"violations={total}")
+            exchange.notes.append(f"{direction}_violations={total}")
             log.warning(
                 "contract %s v%d: %s passed on (%s): %d violation(s), first at %r: %s",
                 contract.id, contract.version, verdict, contract.spec.mode, total,

@@ -1,0 +1,148 @@
+"""Shared fixtures: real upstream agents on loopback, a real gateway, and an in-memory span exporter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from gateway.admin.client import AdminClient
+from gateway.app import RunningGateway, start_gateway
+from gateway.config import GatewayConfig, deep_merge
+from gateway.telemetry import build_tracer_provider
+
+TOKEN = "test-admin-token"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Upstream:
+    """A real aiohttp server standing in for an agent; it records every request it actually receives."""
+
+    server: TestServer
+    seen: list[Seen] = field(default_factory=list)
+    handler: Handler | None = None
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+
+async def echo_json(request: web.Request) -> web.StreamResponse:
+    """Echo the body back as JSON (or ``{}`` when empty)."""
+    body = await request.read()
+    return web.Response(body=body or b"{}", content_type="application/json")
+
+
+@pytest.fixture
+async def make_upstream(aiohttp_server: Any) -> Callable[[Handler | None], Awaitable[Upstream]]:
+    async def make(handler: Handler | None = None) -> Upstream:
+        upstream: Upstream
+
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            path, _, query = request.raw_path.partition("?")
+            upstream.seen.append(Seen(request.method, path, query, dict(request.headers), body))
+            return await (upstream.handler or echo_json)(request)
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", dispatch)
+        server = await aiohttp_server(app)
+        upstream = Upstream(server, handler=handler)
+        return upstream
+
+    return make
+
+
+@pytest.fixture
+async def upstream(make_upstream: Callable[[Handler | None], Awaitable[Upstream]]) -> Upstream:
+    return await make_upstream(None)
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+def gateway_config(routes: list[dict[str, Any]], **overrides: Any) -> GatewayConfig:
+    base = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
+        "store": {"path": ":memory:"},
+        "routes": routes,
+    }
+    return GatewayConfig.model_validate(deep_merge(base, overrides))
+
+
+@pytest.fixture
+async def make_gateway(spans: InMemorySpanExporter) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    started: list[RunningGateway] = []
+
+    async def make(config: GatewayConfig, **kwargs: Any) -> RunningGateway:
+        gateway = await start_gateway(config, tracer_provider=build_tracer_provider(spans), **kwargs)
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        await gateway.close()
+
+
+@pytest.fixture
+async def gateway(make_gateway: Callable[..., Awaitable[RunningGateway]], upstream: Upstream) -> RunningGateway:
+    """A gateway with route ``agent`` (prefix ``/agent``) in front of the ``upstream`` fixture."""
+    return await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}]))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session
+
+
+@pytest.fixture
+async def admin(gateway: RunningGateway) -> AsyncIterator[AdminClient]:
+    async with AdminClient(gateway.admin_url, TOKEN) as client:
+        yield client
+
+
+def contract(**overrides: Any) -> dict[str, Any]:
+    """A contract for ``POST /agent/tasks`` with typical request and response schemas."""
+    base: dict[str, Any] = {
+        "id": "agent.tasks",
+        "route": "agent",
+        "operation": {"method": "POST", "path": "/tasks"},
+        "request": {
+            "body": {
+                "type": "object",
+                "required": ["task", "priority"],
+                "properties": {
+                    "task": {"type": "string", "minLength": 1},
+                    "priority": {"type": "integer", "minimum": 0},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                },
+                "additionalProperties": False,
+            }
+        },
+        "responses": {
+            "200": {"type": "object", "required": ["result"], "properties": {"result": {"type": "string"}}},
+            "4XX": {"type": "object", "required": ["error"]},
+        },
+    }
+    base.update(overrides)
+    return base
