@@ -279,7 +279,11 @@ class Proxy:
             response.content_length = upstream.content_length
         exchange.committed = True
         await response.prepare(exchange.request)
+        relayed = 0
         async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
+            relayed += len(chunk)
+            if relayed > self._limits.max_body_bytes:  # only a cut connection can say so now
+                raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
             await response.write(chunk)
         await response.write_eof()
         return response
@@ -334,8 +338,6 @@ class _UpstreamCall:
             self._response = await proxy._session.request(
                 self._method, self._url, headers=self._headers, data=self._data, allow_redirects=False
             )
-        except PayloadTooLarge:
-            raise
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             self._fail(exc)
             raise UpstreamTimeout(route, f"Upstream {route!r} did not answer in time.") from exc
@@ -344,6 +346,8 @@ class _UpstreamCall:
             raise UpstreamError(route, f"Cannot connect to upstream {route!r}: {exc.os_error}.") from exc
         except aiohttp.ClientError as exc:
             self._fail(exc)
+            if isinstance(exc.__cause__, PayloadTooLarge):  # raised by our body stream, wrapped by aiohttp
+                raise exc.__cause__ from exc
             raise UpstreamError(route, f"Upstream {route!r} failed: {type(exc).__name__}: {exc}.") from exc
         self._span.set_attribute("http.response.status_code", self._response.status)
         return self._response

@@ -49,6 +49,15 @@ async def echo_json(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body or b"{}", content_type="application/json")
 
 
+def replying(body: bytes, status: int = 200, content_type: str = "application/json") -> Handler:
+    """A handler that always answers ``body``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, status=status, content_type=content_type)
+
+    return handler
+
+
 @pytest.fixture
 async def make_upstream(aiohttp_server: Any) -> Callable[[Handler | None], Awaitable[Upstream]]:
     async def make(handler: Handler | None = None) -> Upstream:

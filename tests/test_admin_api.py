@@ -1,0 +1,196 @@
+"""The admin API: auth, contract versioning and rollback, dry runs, routes, OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from gateway.admin.client import AdminAPIError, AdminClient
+from gateway.app import RunningGateway
+from tests.conftest import TOKEN, Upstream, contract, gateway_config, replying
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"}],
+)
+async def test_admin_refuses_missing_or_wrong_token(
+    gateway: RunningGateway, http: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
+    for method, path in [("GET", "/contracts"), ("PUT", "/contracts/x"), ("GET", "/routes")]:
+        async with http.request(method, f"{gateway.admin_url}{path}", headers=headers, data=b"{}") as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"] == "Bearer"
+            assert (await resp.json(content_type=None))["type"].endswith("/unauthorized")
+    assert len(gateway.state.contracts.table) == 0
+
+
+async def test_health_and_openapi_need_no_token(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{gateway.admin_url}/healthz") as resp:
+        assert resp.status == 200
+    async with http.get(f"{gateway.admin_url}/readyz") as resp:
+        assert (await resp.json())["status"] == "ok"
+    async with http.get(f"{gateway.admin_url}/openapi.json") as resp:
+        document = await resp.json()
+    assert document["openapi"] == "3.1.0"
+    assert {"put", "get", "delete"} <= set(document["paths"]["/contracts/{id}"])
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+
+
+async def test_admin_is_not_served_on_the_data_port(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{gateway.data_url}/contracts", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 404  # no route: the data plane knows nothing of admin paths
+
+
+async def test_without_token_the_admin_listener_does_not_start(make_gateway: Any, upstream: Upstream) -> None:
+    gw = await make_gateway(gateway_config([], admin={"token": None}))
+    assert gw.admin_url is None
+
+
+async def test_insecure_admin_binds_loopback_without_auth(
+    make_gateway: Any, http: aiohttp.ClientSession
+) -> None:
+    gw = await make_gateway(gateway_config([], admin={"token": None, "host": "0.0.0.0"}), insecure_admin=True)
+    assert gw.admin_runner.addresses[0][0] == "127.0.0.1"
+    async with http.get(f"{gw.admin_url}/contracts") as resp:
+        assert resp.status == 200
+
+
+async def test_versioning_activation_rollback_and_history(
+    gateway: RunningGateway, upstream: Upstream, admin: AdminClient, http: aiohttp.ClientSession
+) -> None:
+    upstream.handler = replying(b'{"result": "ok"}')
+    first = await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    strict = contract(request={"body": {"type": "object", "required": ["must"]}})
+    second = await admin.request("PUT", "/contracts/agent.tasks", body=strict)
+    assert (first["version"], second["version"]) == (1, 2)
+    async with http.post(f"{gateway.data_url}/agent/tasks", json={"task": "t", "priority": 1}) as resp:
+        assert resp.status == 422  # v2 is enforced
+    await admin.request("POST", "/contracts/agent.tasks/activate", body={"version": 1})
+    async with http.post(f"{gateway.data_url}/agent/tasks", json={"task": "t", "priority": 1}) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Contract-Verdict"].endswith("version=1")
+    history = await admin.request("GET", "/contracts/agent.tasks/versions")
+    assert [(v["version"], v["active"]) for v in history["versions"]] == [(1, True), (2, False)]
+    assert (await admin.request("GET", "/contracts/agent.tasks/versions/2"))["document"]["request"] == strict["request"]
+    assert (await admin.request("GET", "/contracts/agent.tasks"))["version"] == 1
+    listed = await admin.request("GET", "/contracts")
+    assert listed == {"contracts": [{"id": "agent.tasks", "latest_version": 2, "active_version": 1}]}
+
+
+async def test_staged_registration_does_not_change_enforcement(
+    gateway: RunningGateway, admin: AdminClient, http: aiohttp.ClientSession
+) -> None:
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    staged = await admin.request("PUT", "/contracts/agent.tasks?activate=false", body=contract(request={}))
+    assert staged == {"id": "agent.tasks", "version": 2, "active": False}
+    async with http.post(f"{gateway.data_url}/agent/tasks", json={}) as resp:
+        assert resp.status == 422
+
+
+async def test_delete_stops_enforcement_and_keeps_history(
+    gateway: RunningGateway, admin: AdminClient, http: aiohttp.ClientSession
+) -> None:
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    await admin.request("DELETE", "/contracts/agent.tasks")
+    async with http.post(f"{gateway.data_url}/agent/tasks", json={}) as resp:
+        assert resp.status == 200
+    with pytest.raises(AdminAPIError) as info:
+        await admin.request("GET", "/contracts/agent.tasks")
+    assert info.value.status == 404
+    assert len((await admin.request("GET", "/contracts/agent.tasks/versions"))["versions"]) == 1
+    again = await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    assert again["version"] == 2
+
+
+async def test_yaml_registration(gateway: RunningGateway, admin: AdminClient) -> None:
+    registered = await admin.push_contract(yaml.safe_dump(contract()).encode(), "agent.tasks")
+    assert registered == {"id": "agent.tasks", "version": 1, "active": True}
+
+
+@pytest.mark.parametrize(
+    ("document", "pointer", "fragment"),
+    [
+        (contract(route=None), "/route", "None is not of type 'string'"),
+        (contract(operation={"method": "FETCH", "path": "/x"}), "/operation/method", "FETCH"),
+        (contract(operation={"method": "GET", "path": "no-slash"}), "/operation/path", "does not match"),
+        (contract(mode="strict"), "/mode", "strict"),
+        (contract(failure_modes={"timeout": "explode"}), "/failure_modes/timeout", "explode"),
+        (contract(responses={"299x": {}}), "/responses", "299x"),
+        (contract(request={"body": {"type": "strng"}}), "/request/body/type", "strng"),
+        (contract(request={"body": {"minLength": -1}}), "/request/body/minLength", "-1"),
+        (contract(unknown=1), "", "unknown"),
+        (contract(request={"body": {"$ref": "https://missing.test/x.json"}}), "", "missing.test"),
+    ],
+)
+async def test_bad_contracts_get_a_400_saying_what_is_wrong(
+    gateway: RunningGateway, admin: AdminClient, document: dict[str, Any], pointer: str, fragment: str
+) -> None:
+    with pytest.raises(AdminAPIError) as info:
+        await admin.request("PUT", "/contracts/agent.tasks", body=document)
+    assert info.value.status == 400
+    problem = info.value.problem
+    assert problem["type"].endswith("/invalid-contract")
+    assert any(e["pointer"] == pointer and fragment in e["message"] for e in problem["errors"]), problem["errors"]
+    assert await admin.request("GET", "/contracts") == {"contracts": []}
+
+
+async def test_body_id_must_match_path(gateway: RunningGateway, admin: AdminClient) -> None:
+    with pytest.raises(AdminAPIError) as info:
+        await admin.request("PUT", "/contracts/other", body=contract())
+    assert info.value.problem["errors"] == [{"pointer": "/id", "message": "expected 'other', got 'agent.tasks'"}]
+
+
+async def test_garbage_admin_bodies_are_400(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for path, body in [("/contracts/x", b"{{{"), ("/contracts/x", b"[1,2]"), ("/contracts/x/activate", b"{")]:
+        method = "PUT" if path == "/contracts/x" else "POST"
+        async with http.request(method, gateway.admin_url + path, data=body, headers=auth) as resp:
+            assert resp.status == 400, path
+            assert resp.content_type == "application/problem+json"
+
+
+async def test_activate_unknown_version_is_404(gateway: RunningGateway, admin: AdminClient) -> None:
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    with pytest.raises(AdminAPIError) as info:
+        await admin.request("POST", "/contracts/agent.tasks/activate", body={"version": 9})
+    assert info.value.status == 404
+
+
+async def test_validate_dry_run_uses_the_same_verdicts(gateway: RunningGateway, admin: AdminClient) -> None:
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    ok = await admin.request("POST", "/contracts/agent.tasks/validate", body={"payload": {"task": "a", "priority": 2}})
+    bad = await admin.request("POST", "/contracts/agent.tasks/validate", body={"payload": {"task": 3}})
+    response = await admin.request(
+        "POST", "/contracts/agent.tasks/validate", body={"direction": "response", "payload": {}, "status": 200}
+    )
+    unchecked = await admin.request(
+        "POST", "/contracts/agent.tasks/validate", body={"direction": "response", "payload": {}, "status": 500}
+    )
+    assert ok["valid"] is True and ok["violation_count"] == 0
+    assert bad["valid"] is False
+    assert sorted(v["pointer"] for v in bad["violations"]) == ["", "/task"]
+    assert response["violations"] == [
+        {"pointer": "", "keyword": "required", "message": '"result" is a required property'}
+    ]
+    assert unchecked == {**unchecked, "valid": True, "checked": False}
+
+
+async def test_routes_crud_applies_without_restart(
+    gateway: RunningGateway, admin: AdminClient, make_upstream: Any, http: aiohttp.ClientSession
+) -> None:
+    other = await make_upstream(None)
+    await admin.put_route("other", {"upstream": other.url, "prefix": "/o"})
+    async with http.get(f"{gateway.data_url}/o/hello") as resp:
+        assert resp.status == 200
+    assert other.seen[0].path == "/hello"
+    assert (await admin.request("GET", "/routes/other"))["prefix"] == "/o"
+    await admin.request("DELETE", "/routes/other")
+    async with http.get(f"{gateway.data_url}/o/hello") as resp:
+        assert resp.status == 404
+    with pytest.raises(AdminAPIError) as info:
+        await admin.put_route("bad", {"upstream": "ftp://x"})
+    assert info.value.status == 400
