@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -199,8 +199,10 @@ class Proxy:
         headers = upstream_request_headers(request, keep_length=streamed)
         if exchange.contract is not None and exchange.contract.responses:
             headers["Accept-Encoding"] = "identity"  # the gateway must be able to read what it validates
-        data = stream_request_body(request, self._limits.max_body_bytes) if streamed and request.body_exists else body
-        if body is not None and len(body) > LARGE_BODY:
+        data: AsyncIterator[bytes] | io.BytesIO | bytes | None = body
+        if streamed and request.body_exists:
+            data = stream_request_body(request, self._limits.max_body_bytes)
+        elif body is not None and len(body) > LARGE_BODY:
             data = io.BytesIO(body)  # aiohttp writes large bytes in one go and warns; BytesIO is sent in chunks
         url = upstream_url(exchange.route.upstream, exchange.path, exchange.query)
         return _UpstreamCall(self, exchange, request.method, url, headers, data)

@@ -50,9 +50,7 @@ async def test_without_token_the_admin_listener_does_not_start(make_gateway: Any
     assert gw.admin_url is None
 
 
-async def test_insecure_admin_binds_loopback_without_auth(
-    make_gateway: Any, http: aiohttp.ClientSession
-) -> None:
+async def test_insecure_admin_binds_loopback_without_auth(make_gateway: Any, http: aiohttp.ClientSession) -> None:
     gw = await make_gateway(gateway_config([], admin={"token": None, "host": "0.0.0.0"}), insecure_admin=True)
     assert gw.admin_runner.addresses[0][0] == "127.0.0.1"
     async with http.get(f"{gw.admin_url}/contracts") as resp:
@@ -170,7 +168,8 @@ async def test_validate_dry_run_uses_the_same_verdicts(gateway: RunningGateway, 
     unchecked = await admin.request(
         "POST", "/contracts/agent.tasks/validate", body={"direction": "response", "payload": {}, "status": 500}
     )
-    assert ok["valid"] is True and ok["violation_count"] == 0
+    assert ok["valid"] is True
+    assert ok["violation_count"] == 0
     assert bad["valid"] is False
     assert sorted(v["pointer"] for v in bad["violations"]) == ["", "/task"]
     assert response["violations"] == [

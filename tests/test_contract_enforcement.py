@@ -53,7 +53,8 @@ async def test_request_violation_is_422_with_every_violation_and_agent_never_cal
         problem = await resp.json(content_type=None)
     assert upstream.seen == []
     trace_id = problem.pop("trace_id")
-    assert len(trace_id) == 32 and int(trace_id, 16)
+    assert len(trace_id) == 32
+    assert int(trace_id, 16)
     violations = sorted((v["pointer"], v["keyword"]) for v in problem.pop("violations"))
     assert violations == [("", "additionalProperties"), ("", "required"), ("/priority", "type"), ("/tags/1", "type")]
     assert problem == {
@@ -84,10 +85,9 @@ async def test_response_violation_is_502_and_the_invalid_body_never_reaches_the_
     assert b"leaked-draft" not in raw
     problem = orjson.loads(raw)
     assert problem["direction"] == "response"
-    assert problem["contract"] == "agent.tasks" and problem["version"] == 1
-    assert problem["violations"] == [
-        {"pointer": "/result", "keyword": "type", "message": '42 is not of type "string"'}
-    ]
+    assert problem["contract"] == "agent.tasks"
+    assert problem["version"] == 1
+    assert problem["violations"] == [{"pointer": "/result", "keyword": "type", "message": '42 is not of type "string"'}]
     assert len(upstream.seen) == 1
 
 
@@ -113,9 +113,7 @@ async def test_unusable_request_bodies_are_violations_not_500s(
     keyword: str,
 ) -> None:
     await admin.request("PUT", "/contracts/agent.tasks", body=contract())
-    async with http.post(
-        f"{gateway.data_url}/agent/tasks", data=body, headers={"Content-Type": content_type}
-    ) as resp:
+    async with http.post(f"{gateway.data_url}/agent/tasks", data=body, headers={"Content-Type": content_type}) as resp:
         assert resp.status == 422
         problem = await resp.json(content_type=None)
     assert keyword in {v["keyword"] for v in problem["violations"]}
@@ -204,9 +202,7 @@ async def test_violations_are_capped_but_counted(
 ) -> None:
     from tests.conftest import TOKEN, gateway_config
 
-    gw = await make_gateway(
-        gateway_config([{"name": "agent", "upstream": upstream.url}], limits={"max_violations": 3})
-    )
+    gw = await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}], limits={"max_violations": 3}))
     schema = {"type": "array", "items": {"type": "integer"}}
     async with AdminClient(gw.admin_url, TOKEN) as admin:
         await admin.request("PUT", "/contracts/agent.tasks", body=contract(request={"body": schema}))
@@ -240,7 +236,8 @@ async def test_header_and_query_schemas(
     assert sorted(v["pointer"] for v in problem["violations"]) == ["/headers", "/query", "/query/limit"]
     async with http.get(f"{gateway.data_url}/agent/tasks/42?limit=10", headers={"X-Agent-Name": "planner"}) as resp:
         assert resp.status == 200
-    assert upstream.seen[-1].path == "/tasks/42" and upstream.seen[-1].query_string == "limit=10"
+    assert upstream.seen[-1].path == "/tasks/42"
+    assert upstream.seen[-1].query_string == "limit=10"
 
 
 async def test_format_assertions_are_on(
