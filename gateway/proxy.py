@@ -145,6 +145,8 @@ class Proxy:
         exchange.route, exchange.path = matched
         exchange.contract = self._contracts.table.find(matched[0].name, request.method, matched[1])
         span = exchange.span
+        if not span.is_recording():
+            return  # unsampled: skip building names and attributes nobody will see
         template = exchange.contract.spec.operation.path if exchange.contract else exchange.route.effective_prefix
         span.update_name(f"{request.method} {exchange.route.name} {template or '/'}")
         span.set_attributes(
@@ -333,9 +335,11 @@ class _UpstreamCall:
         proxy, exchange = self._proxy, self._exchange
         route = exchange.route.name if exchange.route else "?"
         context = trace.set_span_in_context(exchange.span)
-        self._span = proxy._tracer.start_span(self._method, context=context, kind=SpanKind.CLIENT)
-        self._span.set_attributes({"http.request.method": self._method, "url.full": str(self._url)})
-        proxy._propagator.inject(self._headers, context=trace.set_span_in_context(self._span))
+        if exchange.span.is_recording():
+            self._span = proxy._tracer.start_span(self._method, context=context, kind=SpanKind.CLIENT)
+            self._span.set_attributes({"http.request.method": self._method, "url.full": str(self._url)})
+            context = trace.set_span_in_context(self._span)
+        proxy._propagator.inject(self._headers, context=context)
         try:
             self._response = await proxy._session.request(
                 self._method, self._url, headers=self._headers, data=self._data, allow_redirects=False
@@ -351,7 +355,8 @@ class _UpstreamCall:
             if isinstance(exc.__cause__, PayloadTooLarge):  # raised by our body stream, wrapped by aiohttp
                 raise exc.__cause__ from exc
             raise UpstreamError(route, f"Upstream {route!r} failed: {type(exc).__name__}: {exc}.") from exc
-        self._span.set_attribute("http.response.status_code", self._response.status)
+        if self._span is not None:
+            self._span.set_attribute("http.response.status_code", self._response.status)
         return self._response
 
     def _fail(self, exc: BaseException) -> None:

@@ -29,6 +29,8 @@ HOP_BY_HOP = frozenset(
 )
 #: Fields the gateway recomputes: the framing of a re-sent body, and the target's own Host.
 _RECOMPUTED = frozenset({"host", "content-length"})
+_DROP_WHEN_STREAMED = HOP_BY_HOP | {"host"}  # a streamed body keeps its Content-Length framing
+_DROP_WHEN_RESENT = HOP_BY_HOP | _RECOMPUTED
 VIA = "1.1 agent-gateway"
 STREAM_CHUNK = 64 * 1024
 
@@ -50,13 +52,18 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
 
 
 def _end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    extra = _connection_tokens(headers) if "Connection" in headers else set()
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop and k.lower() not in extra)
+    copy = CIMultiDict(headers)
+    for name in drop:
+        copy.popall(name, None)
+    if "Connection" in headers:
+        for name in _connection_tokens(headers):
+            copy.popall(name, None)
+    return copy
 
 
 def upstream_request_headers(request: web.Request, *, keep_length: bool) -> CIMultiDict[str]:
     """The inbound headers minus hop-by-hop ones, plus ``X-Forwarded-*`` and ``Via``."""
-    headers = _end_to_end(request.headers, HOP_BY_HOP | {"host"} if keep_length else HOP_BY_HOP | _RECOMPUTED)
+    headers = _end_to_end(request.headers, _DROP_WHEN_STREAMED if keep_length else _DROP_WHEN_RESENT)
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -68,7 +75,7 @@ def upstream_request_headers(request: web.Request, *, keep_length: bool) -> CIMu
 
 def downstream_response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
     """Upstream response headers to relay: end-to-end ones only, ``Content-Length`` recomputed, ``Via`` added."""
-    headers = _end_to_end(upstream.headers, HOP_BY_HOP | _RECOMPUTED)
+    headers = _end_to_end(upstream.headers, _DROP_WHEN_RESENT)
     headers["Via"] = f"{upstream.headers['Via']}, {VIA}" if "Via" in upstream.headers else VIA
     return headers
 
@@ -90,8 +97,8 @@ async def stream_request_body(request: web.Request, limit: int) -> AsyncIterator
 
 async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
     """The whole upstream body, or ``None`` if it is longer than ``limit`` bytes."""
-    if response.content_length is not None and response.content_length > limit:
-        return None
+    if response.content_length is not None:
+        return None if response.content_length > limit else await response.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(STREAM_CHUNK):
