@@ -29,7 +29,7 @@ from yarl import URL
 
 from gateway.config import Limits, RouteSpec
 from gateway.contracts.registry import ContractRegistry
-from gateway.contracts.validation import CompiledContract, RequestParts
+from gateway.contracts.validation import CompiledContract
 from gateway.errors import (
     ContractViolation,
     Direction,
@@ -183,15 +183,7 @@ class Proxy:
         contract = exchange.contract
         if contract is None:
             return
-        request = exchange.request
-        parts = RequestParts(
-            body,
-            request.content_type,
-            request.headers.get("Content-Encoding"),
-            request.headers,
-            request.query,
-        )
-        violations, total = contract.check_request(parts, self._limits.max_violations)
+        violations, total = contract.check_request(exchange.request, body, self._limits.max_violations)
         self._judge(exchange, contract, "request", violations, total)
 
     def _send(self, exchange: Exchange, body: bytes | None) -> _UpstreamCall:

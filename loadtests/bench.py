@@ -93,9 +93,11 @@ def run_upstream(port: int) -> None:
 
 
 def run_bare_proxy(port: int, upstream: str) -> None:
-    """The floor: what any aiohttp reverse proxy costs before doing anything useful."""
+    """The floor: a faithful aiohttp reverse proxy (headers both ways, hop-by-hop dropped) that checks nothing."""
     import aiohttp
     from aiohttp import web
+
+    hop = ("Connection", "Keep-Alive", "Transfer-Encoding", "TE", "Upgrade", "Host", "Content-Length")
 
     async def start(app: web.Application) -> Any:
         app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
@@ -104,12 +106,17 @@ def run_bare_proxy(port: int, upstream: str) -> None:
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
+        headers = request.headers.copy()
+        for name in hop:
+            headers.popall(name, None)
         async with request.app["session"].request(
-            request.method, upstream + request.path, data=body, headers=headers
+            request.method, upstream + request.raw_path, data=body, headers=headers
         ) as resp:
             data = await resp.read()
-            return web.Response(body=data, status=resp.status, content_type=resp.content_type)
+            out = resp.headers.copy()
+            for name in hop:
+                out.popall(name, None)
+            return web.Response(body=data, status=resp.status, headers=out)
 
     _uvloop()
     app = web.Application(client_max_size=16 * 1024 * 1024)

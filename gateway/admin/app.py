@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 from pydantic import ValidationError
 
 from gateway import __version__
@@ -33,7 +35,7 @@ from gateway.contracts.document import (
     load_document_text,
 )
 from gateway.contracts.registry import ContractNotFound
-from gateway.contracts.validation import NO_VIOLATIONS, CompiledContract, RequestParts, Verdict
+from gateway.contracts.validation import NO_VIOLATIONS, CompiledContract, Verdict
 from gateway.errors import AdminError
 from gateway.state import STATE, GatewayState
 
@@ -238,15 +240,21 @@ async def validate_payload(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class DryRunRequest:
+    """A dry-run payload seen as a request (satisfies :class:`gateway.contracts.validation.RequestView`)."""
+
+    content_type: str
+    headers: CIMultiDictProxy[str]
+    query: MultiDict[str]
+
+
 def dry_run(contract: CompiledContract, body: ValidateRequest, limit: int) -> tuple[bool, Verdict]:
     """``(checked, (violations, total))``; ``checked`` is false when no schema covers the response status."""
     payload = None if body.payload is None else orjson.dumps(body.payload)
     if body.direction == "request":
-        parts = RequestParts(
-            payload, body.content_type, None,
-            CIMultiDictProxy(CIMultiDict(body.headers)), MultiDictProxy(MultiDict(body.query)),
-        )  # fmt: skip
-        return True, contract.check_request(parts, limit)
+        view = DryRunRequest(body.content_type, CIMultiDictProxy(CIMultiDict(body.headers)), MultiDict(body.query))
+        return True, contract.check_request(view, payload, limit)
     schema = contract.response_schema(body.status)
     if schema is None:
         return False, NO_VIOLATIONS

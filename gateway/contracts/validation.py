@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema_rs
 import orjson
@@ -105,15 +105,20 @@ def _merge(parts: Iterable[tuple[str, Verdict]], limit: int) -> tuple[tuple[Viol
     return tuple(listed[:limit]), total
 
 
-@dataclass(frozen=True, slots=True)
-class RequestParts:
-    """What a request check needs from an inbound request."""
+class RequestView(Protocol):
+    """What a request check reads: an aiohttp request satisfies it, and so does a dry-run payload.
 
-    body: bytes | None
-    content_type: str
-    content_encoding: str | None
-    headers: CIMultiDictProxy[str]
-    query: MultiMapping[str]
+    Parts are read only when the contract has a schema for them (parsing the query string is not free).
+    """
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def query(self) -> MultiMapping[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +146,16 @@ class CompiledContract:
             self.responses.get(str(status)) or self.responses.get(f"{status // 100}XX") or self.responses.get("default")
         )
 
-    def check_request(self, parts: RequestParts, limit: int) -> Verdict:
+    def check_request(self, request: RequestView, body: bytes | None, limit: int) -> Verdict:
         """Violations in the headers (pointer ``/headers/...``), query (``/query/...``) and body (``/...``)."""
         checks: list[tuple[str, Verdict]] = []
         if self.request_headers is not None:
-            checks.append(("/headers", self.request_headers.check(headers_instance(parts.headers), limit)))
+            checks.append(("/headers", self.request_headers.check(headers_instance(request.headers), limit)))
         if self.request_query is not None:
-            checks.append(("/query", self.request_query.check(query_instance(parts.query), limit)))
+            checks.append(("/query", self.request_query.check(query_instance(request.query), limit)))
         if self.request_body is not None:
-            document, problems = parse_json_payload(parts.body or b"", parts.content_type, parts.content_encoding)
+            encoding = request.headers.get("Content-Encoding")
+            document, problems = parse_json_payload(body or b"", request.content_type, encoding)
             checks.append(("", problems if problems[1] else self.request_body.check(document, limit)))
         return _merge(checks, limit)
 
