@@ -17,7 +17,7 @@ from pathlib import Path
 from locust import HttpUser, between, task
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import payload  # noqa: E402
+from bench import payload
 
 VALID = payload(1024)
 INVALID = json.dumps({"run": 7, "findings": [{"claim": "", "score": 3}]}).encode()
