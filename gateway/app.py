@@ -15,9 +15,13 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.admin.app import build_admin_app
+from gateway.audit import AuditLog
 from gateway.config import GatewayConfig
+from gateway.context import ContextTracker
 from gateway.contracts.document import load_document_file
 from gateway.contracts.registry import ContractRegistry
+from gateway.metrics import Metrics
+from gateway.observe import Observer
 from gateway.proxy import Proxy
 from gateway.routes import RouteRegistry
 from gateway.state import STATE, GatewayState
@@ -79,6 +83,7 @@ class RunningGateway:
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         await self.data_runner.cleanup()
+        await self.state.audit.close()
         await self.state.store.close()
         self.tracer_provider.shutdown()
 
@@ -102,7 +107,9 @@ async def start_gateway(
     loaded = await register_contract_dirs(contracts, config.contract_dirs)
     if loaded:
         log.info("registered contracts from files: %s", ", ".join(loaded))
-    state = GatewayState(config=config, store=store, routes=routes, contracts=contracts)
+    metrics = Metrics()
+    audit = AuditLog(store, config.audit, on_drop=metrics.audit_dropped.inc)
+    state = GatewayState(config=config, store=store, routes=routes, contracts=contracts, audit=audit, metrics=metrics)
     provider = tracer_provider or build_tracer_provider()
     data_app = web.Application(client_max_size=config.limits.max_body_bytes)
     data_app[STATE] = state
@@ -110,7 +117,10 @@ async def start_gateway(
     proxy = Proxy(
         routes=routes, contracts=contracts, session=session, limits=config.limits,
         tracer=tracer_for(provider), propagator=propagator(),
+        observer=Observer(audit, metrics, config.audit), context=ContextTracker(store),
     )  # fmt: skip
+    metrics.watch_in_flight(proxy.in_flight_by_route)
+    audit.start()
 
     async def close_session(_: web.Application) -> None:
         await session.close()

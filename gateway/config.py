@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -88,6 +88,28 @@ class RouteSpec(_Frozen):
         return self.prefix if self.prefix is not None else f"/{self.name}"
 
 
+class AuditSettings(_Frozen):
+    """The handoff audit trail (see ``gateway/audit.py``)."""
+
+    enabled: bool = True
+    payloads: bool = False
+    """Keep request/response bodies in the records (after redaction); digests and sizes are always kept."""
+    redact: tuple[str, ...] = ()
+    """JSON pointers whose values are replaced by "[redacted]" in kept payloads (secrets, PII)."""
+    max_records: int = Field(100_000, gt=0)
+    max_age_seconds: float = Field(7 * 24 * 3600, gt=0)
+    flush_interval: float = Field(0.25, gt=0)
+    queue_size: int = Field(10_000, gt=0)
+
+    @field_validator("redact")
+    @classmethod
+    def _pointers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pointer in value:
+            if pointer and not pointer.startswith("/"):
+                raise ValueError(f"redact entries are JSON pointers starting with '/': {pointer!r}")
+        return value
+
+
 class StoreConfig(_Frozen):
     path: str = "agent-gateway.db"
     """SQLite file holding routes and contracts; ``:memory:`` keeps nothing across restarts."""
@@ -99,9 +121,11 @@ class GatewayConfig(_Frozen):
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
     store: StoreConfig = StoreConfig()
+    audit: AuditSettings = AuditSettings()
     routes: tuple[RouteSpec, ...] = ()
     contract_dirs: tuple[Path, ...] = ()
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
 
     @model_validator(mode="after")
     def _unique_routes(self) -> GatewayConfig:

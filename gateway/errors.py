@@ -6,7 +6,7 @@ Every rejection the gateway makes leaves through :func:`problem_response`, so ca
 Hierarchy::
 
     GatewayError                      (500, never raised directly)
-     ├── ContractViolation            (422 request / 502 response)
+     ├── ContractViolation            (422 request / 502 response / 409 stale context)
      ├── PayloadTooLarge              (413)
      ├── UpstreamPayloadTooLarge      (502)
      ├── RouteOverloaded              (503 + Retry-After)
@@ -87,9 +87,12 @@ class ContractViolation(GatewayError):
         direction: Direction,
         violations: Sequence[Violation],
         total: int,
+        stale: bool = False,
     ) -> None:
         noun = "request" if direction == "request" else "upstream response"
-        super().__init__(f"The {noun} violates contract {contract!r} version {version}: {total} violation(s).")
+        what = "builds on stale context under" if stale else "violates"
+        super().__init__(f"The {noun} {what} contract {contract!r} version {version}: {total} violation(s).")
+        self.stale = stale
         self.contract = contract
         self.version = version
         self.direction: Direction = direction
@@ -98,13 +101,15 @@ class ContractViolation(GatewayError):
 
     @property
     def kind(self) -> str:  # type: ignore[override]
-        return f"{self.direction}-invalid"
+        return "stale-context" if self.stale else f"{self.direction}-invalid"
 
     @property
     def title(self) -> str:  # type: ignore[override]
-        return f"{self.direction.capitalize()} violates contract"
+        return "Request builds on stale context" if self.stale else f"{self.direction.capitalize()} violates contract"
 
     def status_code(self) -> int:
+        if self.stale:
+            return 409  # the payload is well-formed but conflicts with what the run has already produced
         return 422 if self.direction == "request" else 502
 
     def extensions(self) -> dict[str, Any]:

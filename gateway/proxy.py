@@ -1,33 +1,37 @@
 """The data path. One inbound request flows through these steps, top to bottom::
 
-    handle ─▶ _route          which upstream, which contract version (one snapshot for the whole request)
+    handle ─▶ _begin          trace context, run id (X-Run-Id, baggage run.id, or new), source agent
+           ─▶ _route          which upstream, which contract version (one snapshot for the whole request)
            ─▶ _admit          per-route concurrency limit (503 + Retry-After when full)
            ─▶ _read_request   buffer the body only when a contract must see it; else stream it
-           ─▶ _check_request  422 problem (enforce) or a recorded verdict (pass / shadow)
+           ─▶ _check_request  schema verdict: 422 problem (enforce) or a recorded verdict (pass / shadow)
+           ─▶ _check_context  stale-context verdict (409) for contracts that declare what they consume
            ─▶ _send           one upstream attempt through the pooled session, trace context injected
-           ─▶ _relay          validate the response when its status has a schema (502 on violation),
-                              otherwise stream it back untouched
+           ─▶ _relay          validate the response when its status has a schema (502 on violation) and
+                              record what it produces, otherwise stream it back untouched
+           ─▶ observer        audit record, metrics, one log line (``gateway/observe.py``)
 
 Every failure is a :class:`gateway.errors.GatewayError` mapped to a problem document in exactly one place,
-:meth:`Proxy.handle`, so nothing leaves as a bare 500 and nothing invalid is passed on as valid.
+:meth:`Proxy._respond`, so nothing leaves as a bare 500 and nothing invalid is passed on as valid.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from yarl import URL
 
 from gateway.config import Limits, RouteSpec
+from gateway.context import ContextTracker
 from gateway.contracts.registry import ContractRegistry
 from gateway.contracts.validation import CompiledContract
 from gateway.errors import (
@@ -43,6 +47,8 @@ from gateway.errors import (
     Violation,
     problem_response,
 )
+from gateway.exchange import Exchange
+from gateway.observe import Observer
 from gateway.routes import RouteRegistry
 from gateway.telemetry import trace_id_of
 from gateway.transport import (
@@ -57,25 +63,10 @@ from gateway.transport import (
 log = logging.getLogger("agent_gateway.proxy")
 
 VERDICT_HEADER = "X-Contract-Verdict"
+RUN_HEADER = "X-Run-Id"
+AGENT_HEADER = "X-Agent-Name"
+RUN_BAGGAGE = "run.id"
 LARGE_BODY = 1024 * 1024
-
-
-@dataclass(slots=True)
-class Exchange:
-    """What the steps of one request share."""
-
-    request: web.Request
-    span: Span
-    trace_id: str
-    route: RouteSpec | None = None
-    path: str = "/"
-    query: str = ""
-    """Percent-encoded as received: the gateway never re-quotes what it forwards."""
-    contract: CompiledContract | None = None
-    verdict: str | None = None
-    notes: list[str] = field(default_factory=list)
-    committed: bool = False
-    """True once response headers were sent: a later failure can only abort the connection."""
 
 
 class Proxy:
@@ -90,6 +81,8 @@ class Proxy:
         limits: Limits,
         tracer: Tracer,
         propagator: TextMapPropagator,
+        observer: Observer,
+        context: ContextTracker,
     ) -> None:
         self._routes = routes
         self._contracts = contracts
@@ -97,15 +90,25 @@ class Proxy:
         self._limits = limits
         self._tracer = tracer
         self._propagator = propagator
+        self._observer = observer
+        self._context = context
         self._in_flight: dict[str, int] = {}
 
     def in_flight(self, route: str) -> int:
         return self._in_flight.get(route, 0)
 
+    def in_flight_by_route(self) -> dict[str, int]:
+        return dict(self._in_flight)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        parent = self._propagator.extract(request.headers)
-        span = self._tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
-        exchange = Exchange(request, span, trace_id_of(span))
+        exchange = self._begin(request)
+        try:
+            return await self._respond(exchange)
+        finally:
+            self._observer.finish(exchange)
+            exchange.span.end()
+
+    async def _respond(self, exchange: Exchange) -> web.StreamResponse:
         try:
             return await self._proxy(exchange)
         except GatewayError as exc:
@@ -115,51 +118,57 @@ class Proxy:
         except Exception:
             if exchange.committed:
                 raise
-            log.exception("unexpected failure on %s %s", request.method, request.path, extra=self._log_ids(exchange))
+            log.exception("unexpected failure", extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id})
             return self._reject(exchange, GatewayError("The gateway failed unexpectedly; see its logs."))
-        finally:
-            span.end()
 
     async def _proxy(self, exchange: Exchange) -> web.StreamResponse:
-        self._route(exchange)
-        assert exchange.route is not None
-        route = exchange.route.name
-        self._admit(exchange.route)
-        self._in_flight[route] = self._in_flight.get(route, 0) + 1
+        route = self._route(exchange)
+        self._admit(route)
+        self._in_flight[route.name] = self._in_flight.get(route.name, 0) + 1
         try:
             body = await self._read_request(exchange)
             self._check_request(exchange, body)
+            await self._check_context(exchange)
             async with self._send(exchange, body) as upstream:
                 return await self._relay(exchange, upstream)
         finally:
-            self._in_flight[route] -= 1
+            self._in_flight[route.name] -= 1
 
     # -- steps ---------------------------------------------------------------------------------------------
 
-    def _route(self, exchange: Exchange) -> None:
+    def _begin(self, request: web.Request) -> Exchange:
+        parent = self._propagator.extract(request.headers)
+        run_id = request.headers.get(RUN_HEADER) or baggage.get_baggage(RUN_BAGGAGE, parent)
+        generated = not run_id
+        run_id = str(run_id) if run_id else secrets.token_hex(8)
+        span = self._tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
+        source = request.headers.get(AGENT_HEADER, "unknown")
+        if span.is_recording():
+            span.set_attributes({"run.id": run_id, "agent.source": source})
+        return Exchange(request, span, trace_id_of(span), run_id, generated, source)
+
+    def _route(self, exchange: Exchange) -> RouteSpec:
         request = exchange.request
         raw_path, _, exchange.query = request.raw_path.partition("?")
         matched = self._routes.table.match(raw_path)
         if matched is None:
             raise NoRoute(request.path)
-        exchange.route, exchange.path = matched
-        exchange.contract = self._contracts.table.find(matched[0].name, request.method, matched[1])
+        route, exchange.path = matched
+        exchange.route = route
+        exchange.contract = self._contracts.table.find(route.name, request.method, exchange.path)
         span = exchange.span
-        if not span.is_recording():
-            return  # unsampled: skip building names and attributes nobody will see
-        template = exchange.contract.spec.operation.path if exchange.contract else exchange.route.effective_prefix
-        span.update_name(f"{request.method} {exchange.route.name} {template or '/'}")
-        span.set_attributes(
-            {
-                "http.request.method": request.method,
-                "url.path": request.path,
-                "http.route": template or "/",
-                "agent.target": exchange.route.name,
-                "agent.source": request.headers.get("X-Agent-Name", "unknown"),
-            }
-        )
-        if exchange.contract is not None:
-            span.set_attributes({"contract.id": exchange.contract.id, "contract.version": exchange.contract.version})
+        if span.is_recording():
+            template = exchange.contract.spec.operation.path if exchange.contract else route.effective_prefix
+            span.update_name(f"{request.method} {route.name} {template or '/'}")
+            span.set_attributes(
+                {"http.request.method": request.method, "url.path": request.path,
+                 "http.route": template or "/", "agent.target": route.name}
+            )  # fmt: skip
+            if exchange.contract is not None:
+                span.set_attributes(
+                    {"contract.id": exchange.contract.id, "contract.version": exchange.contract.version}
+                )
+        return route
 
     def _admit(self, route: RouteSpec) -> None:
         limit = route.max_concurrency or self._limits.max_concurrency_per_route
@@ -175,22 +184,36 @@ class Proxy:
                 raise PayloadTooLarge(self._limits.max_body_bytes)
             return None
         try:
-            return await exchange.request.read()
+            exchange.request_body = await exchange.request.read()
         except web.HTTPRequestEntityTooLarge as exc:
             raise PayloadTooLarge(self._limits.max_body_bytes) from exc
+        return exchange.request_body
 
     def _check_request(self, exchange: Exchange, body: bytes | None) -> None:
         contract = exchange.contract
         if contract is None:
             return
-        violations, total = contract.check_request(exchange.request, body, self._limits.max_violations)
+        exchange.request_document, (violations, total) = contract.check_request(
+            exchange.request, body, self._limits.max_violations
+        )
         self._judge(exchange, contract, "request", violations, total)
+
+    async def _check_context(self, exchange: Exchange) -> None:
+        contract = exchange.contract
+        if contract is None or contract.spec.consumes is None:
+            return
+        stale = await self._context.check(
+            exchange.run_id, contract.spec.consumes, exchange.request_document, exchange.request.headers
+        )
+        if stale is not None:
+            self._judge(exchange, contract, "request", (stale,), 1, verdict="stale_context")
 
     def _send(self, exchange: Exchange, body: bytes | None) -> _UpstreamCall:
         assert exchange.route is not None
         request = exchange.request
         streamed = body is None
         headers = upstream_request_headers(request, keep_length=streamed)
+        headers[RUN_HEADER] = exchange.run_id
         if exchange.contract is not None and exchange.contract.responses:
             headers["Accept-Encoding"] = "identity"  # the gateway must be able to read what it validates
         data: AsyncIterator[bytes] | io.BytesIO | bytes | None = body
@@ -203,21 +226,24 @@ class Proxy:
 
     async def _relay(self, exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         exchange.span.set_attribute("http.response.status_code", upstream.status)
+        exchange.status = upstream.status
         headers = downstream_response_headers(upstream)
-        schema = exchange.contract.response_schema(upstream.status) if exchange.contract else None
-        if schema is None or exchange.contract is None:
+        contract = exchange.contract
+        schema = contract.response_schema(upstream.status) if contract else None
+        if schema is None or contract is None:
             return await self._stream_back(exchange, upstream, headers)
         body = await read_limited(upstream, self._limits.max_body_bytes)
+        exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
         if body is None:
             raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
-        violations, total = exchange.contract.check_response(
-            schema,
-            body,
-            upstream.content_type,
-            upstream.headers.get("Content-Encoding"),
-            self._limits.max_violations,
+        exchange.response_body = body
+        encoding = upstream.headers.get("Content-Encoding")
+        exchange.response_document, (violations, total) = contract.check_response(
+            schema, body, upstream.content_type, encoding, self._limits.max_violations
         )
-        self._judge(exchange, exchange.contract, "response", violations, total)
+        self._judge(exchange, contract, "response", violations, total)
+        if contract.spec.produces is not None and 200 <= upstream.status < 300:
+            await self._context.record(exchange.run_id, contract.spec.produces, exchange.response_document, headers)
         self._mark(exchange, headers)
         return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=headers)
 
@@ -230,23 +256,25 @@ class Proxy:
         direction: Direction,
         violations: Sequence[Violation],
         total: int,
+        *,
+        verdict: str | None = None,
     ) -> None:
         """Record the verdict; raise the violation unless the contract says to let it pass."""
         if not total:
-            if exchange.verdict is None:
-                exchange.verdict = "valid"
+            exchange.verdict = exchange.verdict or "valid"
             exchange.span.set_attribute("contract.verdict", exchange.verdict)
             return
-        verdict = f"{direction}_invalid"
+        verdict = verdict or f"{direction}_invalid"
         exchange.verdict = verdict
-        exchange.span.set_attributes({"contract.verdict": verdict, "contract.violations": total})
-        action = contract.spec.action(verdict)
-        if action == "pass":
-            exchange.notes.append(f"{direction}_violations={total}")
+        exchange.add_violations(direction, tuple(violations), total)
+        exchange.span.set_attributes({"contract.verdict": verdict, "contract.violations": exchange.violation_count})
+        if contract.spec.action(verdict) == "pass":
+            exchange.notes.append(f"{verdict.replace('_invalid', '')}_violations={total}")
             log.warning(
                 "contract %s v%d: %s passed on (%s): %d violation(s), first at %r: %s",
                 contract.id, contract.version, verdict, contract.spec.mode, total,
-                violations[0].pointer, violations[0].message, extra=self._log_ids(exchange),
+                violations[0].pointer, violations[0].message,
+                extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id},
             )  # fmt: skip
             return
         raise ContractViolation(
@@ -255,9 +283,12 @@ class Proxy:
             direction=direction,
             violations=violations,
             total=total,
+            stale=verdict == "stale_context",
         )
 
     def _mark(self, exchange: Exchange, headers: aiohttp.typedefs.LooseHeaders) -> None:
+        """Verdict and run id headers on whatever goes back to the caller."""
+        headers[RUN_HEADER] = exchange.run_id  # type: ignore[index]
         contract = exchange.contract
         if contract is None or exchange.verdict is None:
             return
@@ -282,28 +313,25 @@ class Proxy:
                 raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
             await response.write(chunk)
         await response.write_eof()
+        exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
         return response
 
     def _reject(self, exchange: Exchange, error: GatewayError) -> web.Response:
         status = error.status_code()
+        exchange.status = status
         exchange.span.set_attribute("http.response.status_code", status)
+        if isinstance(error, UpstreamError):
+            exchange.verdict = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
         if status >= 500:
             exchange.span.set_status(StatusCode.ERROR, error.detail)
-        extra = {}
-        if exchange.contract is not None and exchange.verdict is not None:
-            extra[VERDICT_HEADER] = (
-                f"{exchange.verdict}; contract={exchange.contract.id}; version={exchange.contract.version}"
-            )
-        return problem_response(error, exchange.trace_id, extra)
-
-    @staticmethod
-    def _log_ids(exchange: Exchange) -> dict[str, str]:
-        return {"trace_id": exchange.trace_id}
+        headers: dict[str, str] = {}
+        self._mark(exchange, headers)
+        return problem_response(error, exchange.trace_id, headers)
 
 
 class _UpstreamCall:
-    """One upstream attempt as an async context manager: a CLIENT span, trace context injected, and every
-    transport failure mapped to a :class:`GatewayError` (raised ``from`` the original)."""
+    """One upstream attempt as an async context manager: a CLIENT span (when sampled), trace context and
+    run id injected, and every transport failure mapped to a :class:`GatewayError` raised ``from`` it."""
 
     def __init__(
         self,
@@ -321,37 +349,46 @@ class _UpstreamCall:
         self._headers = headers
         self._data = data
         self._response: aiohttp.ClientResponse | None = None
-        self._span: Span | None = None
+        self._span: trace.Span | None = None
+
+    @property
+    def _route(self) -> str:
+        return self._exchange.route.name if self._exchange.route else "?"
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         proxy, exchange = self._proxy, self._exchange
-        route = exchange.route.name if exchange.route else "?"
-        context = trace.set_span_in_context(exchange.span)
+        context = baggage.set_baggage(RUN_BAGGAGE, exchange.run_id, trace.set_span_in_context(exchange.span))
         if exchange.span.is_recording():
             self._span = proxy._tracer.start_span(self._method, context=context, kind=SpanKind.CLIENT)
-            self._span.set_attributes({"http.request.method": self._method, "url.full": str(self._url)})
-            context = trace.set_span_in_context(self._span)
+            self._span.set_attributes(
+                {"http.request.method": self._method, "url.full": str(self._url), "retry.attempt": 1,
+                 "run.id": exchange.run_id, "agent.target": self._route}
+            )  # fmt: skip
+            context = trace.set_span_in_context(self._span, context)
         proxy._propagator.inject(self._headers, context=context)
+        exchange.upstream_started = time.perf_counter()
         try:
             self._response = await proxy._session.request(
                 self._method, self._url, headers=self._headers, data=self._data, allow_redirects=False
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             self._fail(exc)
-            raise UpstreamTimeout(route, f"Upstream {route!r} did not answer in time.") from exc
+            raise UpstreamTimeout(self._route, f"Upstream {self._route!r} did not answer in time.") from exc
         except aiohttp.ClientConnectorError as exc:
             self._fail(exc)
-            raise UpstreamError(route, f"Cannot connect to upstream {route!r}: {exc.os_error}.") from exc
+            raise UpstreamError(self._route, f"Cannot connect to upstream {self._route!r}: {exc.os_error}.") from exc
         except aiohttp.ClientError as exc:
             self._fail(exc)
             if isinstance(exc.__cause__, PayloadTooLarge):  # raised by our body stream, wrapped by aiohttp
                 raise exc.__cause__ from exc
-            raise UpstreamError(route, f"Upstream {route!r} failed: {type(exc).__name__}: {exc}.") from exc
+            raise UpstreamError(self._route, f"Upstream {self._route!r} failed: {type(exc).__name__}: {exc}.") from exc
         if self._span is not None:
             self._span.set_attribute("http.response.status_code", self._response.status)
         return self._response
 
     def _fail(self, exc: BaseException) -> None:
+        exchange = self._exchange
+        exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
         if self._span is not None:
             self._span.record_exception(exc)
             self._span.set_status(StatusCode.ERROR, type(exc).__name__)
@@ -361,14 +398,12 @@ class _UpstreamCall:
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if self._response is not None:
             self._response.release()
-        if self._span is None:
-            return
-        if isinstance(exc, (TimeoutError, aiohttp.ClientError)):
-            self._span.set_status(StatusCode.ERROR, type(exc).__name__)
-        self._span.end()
-        if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-            route = self._exchange.route.name if self._exchange.route else "?"
-            raise UpstreamTimeout(route, f"Upstream {route!r} stopped sending mid-response.") from exc
+        if self._span is not None:
+            if isinstance(exc, TimeoutError | aiohttp.ClientError):
+                self._span.set_status(StatusCode.ERROR, type(exc).__name__)
+            self._span.end()
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(self._route, f"Upstream {self._route!r} stopped sending mid-response.") from exc
         if isinstance(exc, aiohttp.ClientError):
-            route = self._exchange.route.name if self._exchange.route else "?"
-            raise UpstreamError(route, f"Upstream {route!r} broke off its response: {type(exc).__name__}.") from exc
+            detail = f"Upstream {self._route!r} broke off its response: {type(exc).__name__}."
+            raise UpstreamError(self._route, detail) from exc

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.audit import AuditLog
 from gateway.config import GatewayConfig
 from gateway.contracts.registry import ContractRegistry
+from gateway.metrics import Metrics
 from gateway.routes import RouteRegistry
 from gateway.store.base import Store
 
@@ -18,6 +20,8 @@ class GatewayState:
     store: Store
     routes: RouteRegistry
     contracts: ContractRegistry
+    audit: AuditLog
+    metrics: Metrics
     ready: bool = False
 
 

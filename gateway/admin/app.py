@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from gateway import __version__
@@ -19,14 +21,21 @@ from gateway.admin.models import (
     ContractSummary,
     ContractVersion,
     ContractVersionList,
+    FailureBucket,
+    FailureStats,
+    HandoffOut,
     Health,
     Registered,
     RegisteredList,
     RouteList,
+    RunList,
+    RunOut,
+    RunTimelineOut,
     ValidateRequest,
     ValidateResult,
     ViolationOut,
 )
+from gateway.audit import timeline
 from gateway.config import RouteSpec
 from gateway.contracts.document import (
     ContractDocumentError,
@@ -38,6 +47,7 @@ from gateway.contracts.registry import ContractNotFound
 from gateway.contracts.validation import NO_VIOLATIONS, CompiledContract, Verdict
 from gateway.errors import AdminError
 from gateway.state import STATE, GatewayState
+from gateway.store.base import HandoffRecord, RunSummary
 
 
 def _state(request: web.Request) -> GatewayState:
@@ -254,11 +264,76 @@ def dry_run(contract: CompiledContract, body: ValidateRequest, limit: int) -> tu
     payload = None if body.payload is None else orjson.dumps(body.payload)
     if body.direction == "request":
         view = DryRunRequest(body.content_type, CIMultiDictProxy(CIMultiDict(body.headers)), MultiDict(body.query))
-        return True, contract.check_request(view, payload, limit)
+        return True, contract.check_request(view, payload, limit)[1]
     schema = contract.response_schema(body.status)
     if schema is None:
         return False, NO_VIOLATIONS
-    return True, contract.check_response(schema, payload or b"", body.content_type, None, limit)
+    return True, contract.check_response(schema, payload or b"", body.content_type, None, limit)[1]
+
+
+# -- runs, failures, metrics -----------------------------------------------------------------------------
+
+
+def _handoff_out(record: HandoffRecord) -> HandoffOut:
+    fields = {name: getattr(record, name) for name in HandoffRecord.__slots__}
+    fields["violations"] = [dict(v) for v in record.violations]
+    return HandoffOut(**fields)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    state = _state(request)
+    await state.audit.flush()
+    limit = _int_query(request, "limit", 50)
+    runs = await state.store.list_runs(limit)
+    return json_response(RunList(runs=[RunOut(**{n: getattr(r, n) for n in RunSummary.__slots__}) for r in runs]))
+
+
+async def get_run(request: web.Request) -> web.Response:
+    state = _state(request)
+    await state.audit.flush()
+    run_id = request.match_info["id"]
+    records = await state.store.run_handoffs(run_id)
+    if not records:
+        raise _not_found(f"Run {run_id!r}")
+    story = timeline(run_id, records)
+    return json_response(
+        RunTimelineOut(
+            run_id=run_id,
+            handoffs=[_handoff_out(r) for r in story.handoffs],
+            entry_point=_handoff_out(story.entry_point) if story.entry_point else None,
+            downstream=[r.id for r in story.downstream],
+        )
+    )
+
+
+async def failure_stats(request: web.Request) -> web.Response:
+    state = _state(request)
+    await state.audit.flush()
+    window = float(_int_query(request, "window", 3600))
+    counts = await state.store.failure_counts(time.time() - window)
+    by_category: dict[str, int] = {}
+    for c in counts:
+        by_category[c.category] = by_category.get(c.category, 0) + c.count
+    buckets = [FailureBucket(route=c.route, category=c.category, mode=c.mode, count=c.count) for c in counts]
+    stats = FailureStats(
+        window_seconds=window, total=sum(by_category.values()), by_category=by_category, failures=buckets
+    )
+    return json_response(stats)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = _state(request).metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except ValueError as exc:
+        raise AdminError(400, f"query parameter {name!r} must be an integer") from exc
+    if value <= 0:
+        raise AdminError(400, f"query parameter {name!r} must be positive")
+    return value
 
 
 # -- assembly --------------------------------------------------------------------------------------------

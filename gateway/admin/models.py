@@ -88,3 +88,67 @@ class ValidateResult(_Model):
 
 class RouteList(_Model):
     routes: list[dict[str, Any]]
+
+
+class RunOut(_Model):
+    run_id: str
+    first_at: float
+    last_at: float
+    handoffs: int
+    failures: int
+
+
+class RunList(_Model):
+    runs: list[RunOut]
+
+
+class HandoffOut(_Model):
+    id: str
+    run_id: str
+    step: str
+    attempt: int
+    source: str
+    target: str
+    method: str
+    path: str
+    status: int
+    verdict: str
+    trace_id: str
+    started_at: float
+    duration_ms: float
+    upstream_ms: float | None
+    contract: str | None
+    contract_version: int | None
+    violations: list[dict[str, str]]
+    violation_count: int
+    category: str | None
+    failure_mode: str | None
+    request_bytes: int | None
+    response_bytes: int | None
+    request_sha256: str | None
+    response_sha256: str | None
+    request_payload: Any = None
+    response_payload: Any = None
+
+
+class RunTimelineOut(_Model):
+    """A run's handoffs in order, where a violation first entered, and the handoffs downstream of it."""
+
+    run_id: str
+    handoffs: list[HandoffOut]
+    entry_point: HandoffOut | None
+    downstream: list[str] = Field(description="ids of later handoffs that consumed the faulty output")
+
+
+class FailureBucket(_Model):
+    route: str
+    category: str
+    mode: str
+    count: int
+
+
+class FailureStats(_Model):
+    window_seconds: float
+    total: int
+    by_category: dict[str, int]
+    failures: list[FailureBucket]

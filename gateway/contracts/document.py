@@ -64,6 +64,17 @@ class Operation:
 
 
 @dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    """Where a payload carries the artifact a run builds on: a version (pointer or header) or the artifact
+    itself embedded at a pointer, matched by digest against earlier outputs."""
+
+    artifact: str
+    version: str | None = None
+    header: str | None = None
+    embed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ContractSpec:
     """A checked contract document; ``raw`` is kept verbatim for the admin API and the store."""
 
@@ -78,6 +89,8 @@ class ContractSpec:
     failure_modes: Mapping[str, Action]
     shared_schemas: tuple[Mapping[str, Any], ...]
     raw: Mapping[str, Any] = field(repr=False)
+    produces: ArtifactRef | None = None
+    consumes: ArtifactRef | None = None
 
     def action(self, failure_mode: str) -> Action:
         """The declared action, or ``pass`` for everything when the contract is in shadow mode."""
@@ -137,4 +150,11 @@ def parse_contract(doc: Mapping[str, Any]) -> ContractSpec:
         failure_modes={**DEFAULT_ACTIONS, **doc.get("failure_modes", {})},
         shared_schemas=tuple(doc.get("schemas", ())),
         raw=doc,
+        produces=_artifact(doc, "produces"),
+        consumes=_artifact(doc, "consumes"),
     )
+
+
+def _artifact(doc: Mapping[str, Any], role: str) -> ArtifactRef | None:
+    ref = doc.get("context", {}).get(role)
+    return None if ref is None else ArtifactRef(**ref)

@@ -146,9 +146,11 @@ class CompiledContract:
             self.responses.get(str(status)) or self.responses.get(f"{status // 100}XX") or self.responses.get("default")
         )
 
-    def check_request(self, request: RequestView, body: bytes | None, limit: int) -> Verdict:
-        """Violations in the headers (pointer ``/headers/...``), query (``/query/...``) and body (``/...``)."""
+    def check_request(self, request: RequestView, body: bytes | None, limit: int) -> tuple[Any, Verdict]:
+        """The parsed body (``None`` without a body schema) and the violations in the headers (pointer
+        ``/headers/...``), query (``/query/...``) and body (``/...``)."""
         checks: list[tuple[str, Verdict]] = []
+        document = None
         if self.request_headers is not None:
             checks.append(("/headers", self.request_headers.check(headers_instance(request.headers), limit)))
         if self.request_query is not None:
@@ -157,13 +159,14 @@ class CompiledContract:
             encoding = request.headers.get("Content-Encoding")
             document, problems = parse_json_payload(body or b"", request.content_type, encoding)
             checks.append(("", problems if problems[1] else self.request_body.check(document, limit)))
-        return _merge(checks, limit)
+        return document, _merge(checks, limit)
 
     def check_response(
         self, schema: CompiledSchema, body: bytes, content_type: str, content_encoding: str | None, limit: int
-    ) -> Verdict:
+    ) -> tuple[Any, Verdict]:
+        """The parsed body and its violations."""
         document, problems = parse_json_payload(body, content_type, content_encoding)
-        return problems if problems[1] else schema.check(document, limit)
+        return document, problems if problems[1] else schema.check(document, limit)
 
 
 def compile_contract(

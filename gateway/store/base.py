@@ -7,7 +7,7 @@ registries rebuild after each change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +33,70 @@ class ContractHead:
     active_version: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class HandoffRecord:
+    """One handoff attempt as the audit trail keeps it: who called whom, under which contract, with what verdict.
+
+    Payload digests are SHA-256 of the exact bytes that crossed the gateway; the payloads themselves are kept
+    only when ``audit.payloads`` is on, after redaction.
+    """
+
+    id: str
+    run_id: str
+    step: str
+    attempt: int
+    source: str
+    target: str
+    method: str
+    path: str
+    status: int
+    verdict: str
+    trace_id: str
+    started_at: float
+    duration_ms: float
+    upstream_ms: float | None = None
+    contract: str | None = None
+    contract_version: int | None = None
+    violations: tuple[Mapping[str, str], ...] = ()
+    violation_count: int = 0
+    category: str | None = None
+    failure_mode: str | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    request_sha256: str | None = None
+    response_sha256: str | None = None
+    request_payload: Any = None
+    response_payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    first_at: float
+    last_at: float
+    handoffs: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailureCount:
+    route: str
+    category: str
+    mode: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactVersion:
+    """A version of a run's artifact (a draft, a plan) that some agent produced, in production order."""
+
+    run_id: str
+    artifact: str
+    version: float | None
+    digest: str | None
+    produced_at: float
+
+
 class Store(Protocol):
     async def list_routes(self) -> list[RouteSpec]: ...
 
@@ -51,5 +115,27 @@ class Store(Protocol):
     async def list_contract_heads(self) -> list[ContractHead]: ...
 
     async def set_active_version(self, contract_id: str, version: int | None) -> None: ...
+
+    async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None: ...
+
+    async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:
+        """Every recorded handoff of a run, oldest first."""
+        ...
+
+    async def list_runs(self, limit: int) -> list[RunSummary]:
+        """The most recently active runs first."""
+        ...
+
+    async def failure_counts(self, since: float) -> list[FailureCount]: ...
+
+    async def prune_handoffs(self, *, keep: int, older_than: float) -> int:
+        """Delete records beyond the newest ``keep`` and those started before ``older_than``."""
+        ...
+
+    async def add_artifact_version(self, version: ArtifactVersion) -> None: ...
+
+    async def artifact_versions(self, run_id: str, artifact: str) -> list[ArtifactVersion]:
+        """Versions of one artifact produced in a run, oldest first."""
+        ...
 
     async def close(self) -> None: ...

@@ -1,7 +1,8 @@
 """The embedded default store: one SQLite file (or ``:memory:``), no service to run.
 
 sqlite3 calls block, so each runs in a worker thread behind one lock; the store is only touched by admin
-operations and start-up, never per proxied request, so this costs nothing on the data path.
+operations, start-up and the audit log's background flusher, never awaited per proxied request (except for
+contracts that declare stale-context tracking), so this costs nothing on the data path.
 """
 
 from __future__ import annotations
@@ -10,13 +11,20 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
 
 from gateway.config import RouteSpec
-from gateway.store.base import ContractHead, StoredContract
+from gateway.store.base import (
+    ArtifactVersion,
+    ContractHead,
+    FailureCount,
+    HandoffRecord,
+    RunSummary,
+    StoredContract,
+)
 
 T = TypeVar("T")
 
@@ -29,7 +37,28 @@ CREATE TABLE IF NOT EXISTS contract_versions (
     id TEXT NOT NULL, version INTEGER NOT NULL, document BLOB NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (id, version)
 );
+CREATE TABLE IF NOT EXISTS handoffs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, run_id TEXT NOT NULL, started_at REAL NOT NULL,
+    route TEXT NOT NULL, verdict TEXT NOT NULL, category TEXT, mode TEXT, record BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS handoffs_run ON handoffs (run_id, started_at);
+CREATE INDEX IF NOT EXISTS handoffs_time ON handoffs (started_at);
+CREATE TABLE IF NOT EXISTS artifacts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, artifact TEXT NOT NULL,
+    version REAL, digest TEXT, produced_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS artifacts_run ON artifacts (run_id, artifact);
 """
+
+
+def _encode(record: HandoffRecord) -> bytes:
+    return orjson.dumps({name: getattr(record, name) for name in HandoffRecord.__slots__})
+
+
+def _decode(blob: bytes) -> HandoffRecord:
+    fields = orjson.loads(blob)
+    fields["violations"] = tuple(fields["violations"])
+    return HandoffRecord(**fields)
 
 
 class SQLiteStore:
@@ -111,6 +140,76 @@ class SQLiteStore:
         await self._run(
             lambda c: c.execute("UPDATE contracts SET active_version = ? WHERE id = ?", (version, contract_id))
         )
+
+    async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
+        rows = [
+            (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, _encode(r)) for r in records
+        ]
+        await self._run(
+            lambda c: c.executemany(
+                "INSERT INTO handoffs (id, run_id, started_at, route, verdict, category, mode, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        )
+
+    async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT record FROM handoffs WHERE run_id = ? ORDER BY started_at, seq", (run_id,)
+            ).fetchall()
+        )
+        return [_decode(row[0]) for row in rows]
+
+    async def list_runs(self, limit: int) -> list[RunSummary]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT run_id, MIN(started_at), MAX(started_at), COUNT(*), SUM(category IS NOT NULL)"
+                " FROM handoffs GROUP BY run_id ORDER BY MAX(started_at) DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [RunSummary(*row) for row in rows]
+
+    async def failure_counts(self, since: float) -> list[FailureCount]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT route, category, mode, COUNT(*) FROM handoffs WHERE category IS NOT NULL"
+                " AND started_at >= ? GROUP BY route, category, mode ORDER BY route, category, mode",
+                (since,),
+            ).fetchall()
+        )
+        return [FailureCount(*row) for row in rows]
+
+    async def prune_handoffs(self, *, keep: int, older_than: float) -> int:
+        def prune(c: sqlite3.Connection) -> int:
+            removed = c.execute("DELETE FROM handoffs WHERE started_at < ?", (older_than,)).rowcount
+            removed += c.execute(
+                "DELETE FROM handoffs WHERE seq <= (SELECT seq FROM handoffs ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (keep,),
+            ).rowcount
+            c.execute("DELETE FROM artifacts WHERE produced_at < ?", (older_than,))
+            return int(removed)
+
+        return await self._run(prune)
+
+    async def add_artifact_version(self, version: ArtifactVersion) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO artifacts (run_id, artifact, version, digest, produced_at) VALUES (?, ?, ?, ?, ?)",
+                (version.run_id, version.artifact, version.version, version.digest, version.produced_at),
+            )
+        )
+
+    async def artifact_versions(self, run_id: str, artifact: str) -> list[ArtifactVersion]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT run_id, artifact, version, digest, produced_at FROM artifacts"
+                " WHERE run_id = ? AND artifact = ? ORDER BY seq",
+                (run_id, artifact),
+            ).fetchall()
+        )
+        return [ArtifactVersion(*row) for row in rows]
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())

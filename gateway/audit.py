@@ -1,0 +1,114 @@
+"""The handoff audit trail: records queued on the data path, written to the store in the background.
+
+Recording must never slow a handoff down or fail it, so :meth:`AuditLog.record` only appends to a bounded
+queue; a background task writes batches every ``flush_interval`` seconds and prunes by count and age. When the
+queue is full the oldest unwritten record is dropped and counted (``agent_gateway_audit_dropped_total``)
+rather than blocking traffic.
+
+:func:`timeline` turns a run's records into the story a person needs: the ordered handoffs, the **entry
+point** (the first handoff where a violation entered), and the downstream handoffs that consumed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.config import AuditSettings
+from gateway.store.base import HandoffRecord, Store
+
+log = logging.getLogger("agent_gateway.audit")
+
+FAULTY_VERDICTS = frozenset({"request_invalid", "response_invalid", "stale_context"})
+PRUNE_EVERY = 60.0
+
+
+class AuditLog:
+    def __init__(self, store: Store, settings: AuditSettings, on_drop: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._settings = settings
+        self._queue: deque[HandoffRecord] = deque()
+        self._on_drop = on_drop
+        self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
+        self._last_prune = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.enabled
+
+    def record(self, record: HandoffRecord) -> None:
+        if len(self._queue) >= self._settings.queue_size:
+            self._queue.popleft()
+            self._on_drop()
+        self._queue.append(record)
+
+    async def flush(self) -> None:
+        """Write everything queued so far (admin reads call this so a timeline is complete)."""
+        async with self._flushing:
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+                await self._store.append_handoffs(batch)
+            now = time.time()
+            if now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                await self._store.prune_handoffs(
+                    keep=self._settings.max_records, older_than=now - self._settings.max_age_seconds
+                )
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing audit records failed; will retry")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-flusher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+@dataclass(frozen=True)
+class Timeline:
+    run_id: str
+    handoffs: list[HandoffRecord]
+    entry_point: HandoffRecord | None
+    downstream: list[HandoffRecord]
+
+
+def _producer(record: HandoffRecord) -> str:
+    """Who put the bad content into the pipeline: the agent that answered, or the one that sent."""
+    return record.target if record.verdict == "response_invalid" else record.source
+
+
+def timeline(run_id: str, records: Sequence[HandoffRecord]) -> Timeline:
+    """Order a run's handoffs, find where a violation entered and every later handoff that consumed it.
+
+    A later handoff consumed the bad content when its source agent is tainted (the producer, or an agent that
+    already received tainted content), or when its request bytes are exactly a tainted response's bytes.
+    """
+    ordered = sorted(records, key=lambda r: r.started_at)
+    entry = next((r for r in ordered if r.verdict in FAULTY_VERDICTS), None)
+    downstream: list[HandoffRecord] = []
+    if entry is not None:
+        tainted = {_producer(entry)}
+        digests = {entry.response_sha256} - {None}
+        for record in ordered[ordered.index(entry) + 1 :]:
+            if record.source in tainted or (record.request_sha256 is not None and record.request_sha256 in digests):
+                downstream.append(record)
+                tainted.add(record.target)
+                if record.response_sha256:
+                    digests.add(record.response_sha256)
+    return Timeline(run_id, ordered, entry, downstream)

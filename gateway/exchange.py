@@ -1,0 +1,58 @@
+"""The state one proxied request accumulates as it moves through the pipeline's steps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from opentelemetry.trace import Span
+
+from gateway.config import RouteSpec
+from gateway.contracts.validation import CompiledContract
+from gateway.errors import Direction, Violation
+
+
+@dataclass(slots=True)
+class Exchange:
+    request: web.Request
+    span: Span
+    trace_id: str
+    run_id: str
+    run_id_generated: bool
+    source: str
+    started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
+    route: RouteSpec | None = None
+    path: str = "/"
+    query: str = ""
+    """Percent-encoded as received: the gateway never re-quotes what it forwards."""
+    contract: CompiledContract | None = None
+    verdict: str | None = None
+    """``valid``, ``request_invalid``, ``response_invalid``, ``stale_context``, ``upstream_*`` or None."""
+    violations: list[dict[str, str]] = field(default_factory=list)
+    violation_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    status: int = 0
+    upstream_started: float = 0.0
+    upstream_seconds: float | None = None
+    request_body: bytes | None = None
+    response_body: bytes | None = None
+    request_document: Any = None
+    response_document: Any = None
+    committed: bool = False
+    """True once response headers were sent: a later failure can only abort the connection."""
+
+    @property
+    def step(self) -> str:
+        """``X-Step`` when the caller names it, else the operation (method and path template)."""
+        named = self.request.headers.get("X-Step")
+        if named:
+            return named
+        template = self.contract.spec.operation.path if self.contract else self.path
+        return f"{self.request.method} {template}"
+
+    def add_violations(self, direction: Direction, violations: tuple[Violation, ...], total: int) -> None:
+        self.violations += [{**v.as_dict(), "direction": direction} for v in violations]
+        self.violation_count += total

@@ -1,0 +1,113 @@
+"""What happens after every handoff: an audit record, metrics, and one structured log line.
+
+Kept out of ``proxy.py`` so the data path reads as the steps that decide a request's fate; this module only
+reports on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+
+from gateway.audit import AuditLog
+from gateway.config import AuditSettings
+from gateway.exchange import Exchange
+from gateway.jsonpointer import redact
+from gateway.logs import ACCESS_LOGGER
+from gateway.metrics import Metrics
+from gateway.store.base import HandoffRecord
+from gateway.taxonomy import classify
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def _digest(body: bytes | None) -> str | None:
+    return None if body is None else hashlib.sha256(body).hexdigest()
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _size(body: bytes | None, declared: int | None) -> int | None:
+    return declared if body is None else len(body)
+
+
+class Observer:
+    def __init__(self, audit: AuditLog, metrics: Metrics, settings: AuditSettings) -> None:
+        self._audit = audit
+        self._metrics = metrics
+        self._settings = settings
+
+    def finish(self, exchange: Exchange) -> None:
+        elapsed = time.perf_counter() - exchange.started
+        route = exchange.route.name if exchange.route else "-"
+        verdict = exchange.verdict or "unchecked"
+        taxonomy = classify(verdict, exchange.violations)
+        self._measure(exchange, route, verdict, taxonomy, elapsed)
+        if exchange.route is not None and self._audit.enabled:
+            self._audit.record(self._record(exchange, verdict, taxonomy, elapsed))
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d %s",
+                exchange.request.method, exchange.request.path, exchange.status, verdict,
+                extra={
+                    "trace_id": exchange.trace_id, "run_id": exchange.run_id, "route": route,
+                    "source": exchange.source, "status": exchange.status, "verdict": verdict,
+                    "contract": exchange.contract.id if exchange.contract else None,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "upstream_ms": _ms(exchange.upstream_seconds),
+                },
+            )  # fmt: skip
+
+    def _measure(
+        self, exchange: Exchange, route: str, verdict: str, taxonomy: tuple[str, str] | None, elapsed: float
+    ) -> None:
+        m = self._metrics
+        operation = exchange.contract.id if exchange.contract else "-"
+        m.requests.labels(route, operation, str(exchange.status), verdict).inc()
+        m.duration.labels(route).observe(elapsed)
+        if exchange.upstream_seconds is not None:
+            m.upstream.labels(route).observe(exchange.upstream_seconds)
+            m.overhead.labels(route).observe(max(0.0, elapsed - exchange.upstream_seconds))
+        if taxonomy is not None:
+            m.failures.labels(route, *taxonomy).inc()
+            m.violations.labels(route, operation, verdict).inc()
+
+    def _record(
+        self, exchange: Exchange, verdict: str, taxonomy: tuple[str, str] | None, elapsed: float
+    ) -> HandoffRecord:
+        assert exchange.route is not None
+        contract = exchange.contract
+        keep = self._settings.payloads
+        pointers = self._settings.redact
+        return HandoffRecord(
+            id=secrets.token_hex(8),
+            run_id=exchange.run_id,
+            step=exchange.step,
+            attempt=1,
+            source=exchange.source,
+            target=exchange.route.name,
+            method=exchange.request.method,
+            path=exchange.path,
+            status=exchange.status,
+            verdict=verdict,
+            trace_id=exchange.trace_id,
+            started_at=exchange.started_at,
+            duration_ms=elapsed * 1000,
+            upstream_ms=_ms(exchange.upstream_seconds),
+            contract=contract.id if contract else None,
+            contract_version=contract.version if contract else None,
+            violations=tuple(exchange.violations),
+            violation_count=exchange.violation_count,
+            category=taxonomy[0] if taxonomy else None,
+            failure_mode=taxonomy[1] if taxonomy else None,
+            request_bytes=_size(exchange.request_body, exchange.request.content_length),
+            response_bytes=_size(exchange.response_body, None),
+            request_sha256=_digest(exchange.request_body),
+            response_sha256=_digest(exchange.response_body),
+            request_payload=redact(exchange.request_document, pointers) if keep else None,
+            response_payload=redact(exchange.response_document, pointers) if keep else None,
+        )  # fmt: skip
