@@ -18,6 +18,8 @@ from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import start_gateway
 from gateway.config import load_config
 from gateway.contracts.document import ContractDocumentError, load_document_file
+from gateway.logs import configure_logging
+from gateway.report import render_timeline
 
 REPO_CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"
 
@@ -39,7 +41,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.host or args.port is not None:
         overrides["listen"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = load_config(args.config, overrides=overrides)
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(config.log_level, config.log_format)
     gateway = await start_gateway(config, insecure_admin=args.insecure_admin)
     logging.getLogger("agent_gateway").info(
         "serving data plane on %s:%d, admin API on %s", config.listen.host, gateway.data_port, gateway.admin_url
@@ -83,6 +85,24 @@ async def _contracts(args: argparse.Namespace) -> int:
             result = await admin.request("POST", f"/contracts/{args.id}/validate", body=body)
             _print_json(result)
             return 0 if result["valid"] else 1
+    return 0
+
+
+async def _runs(args: argparse.Namespace) -> int:
+    async with AdminClient(args.admin_url) as admin:
+        if args.action == "list":
+            result = await admin.request("GET", f"/runs?limit={args.limit}")
+            if args.json:
+                _print_json(result)
+            else:
+                for run in result["runs"]:
+                    print(f"{run['run_id']:<24} {run['handoffs']:>4} handoffs {run['failures']:>3} failures")
+        else:
+            run = await admin.request("GET", f"/runs/{args.id}")
+            if args.json:
+                _print_json(run)
+            else:
+                print(render_timeline(run))
     return 0
 
 
@@ -137,6 +157,16 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--status", type=int, default=200)
     validate.add_argument("--version", type=int)
     contracts.set_defaults(run=_contracts)
+
+    runs = sub.add_parser("runs", help="inspect recorded pipeline runs through the admin API")
+    run_actions = runs.add_subparsers(dest="action", required=True)
+    runs_list = run_actions.add_parser("list", parents=[admin_url])
+    runs_list.add_argument("--limit", type=int, default=20)
+    runs_list.add_argument("--json", action="store_true")
+    runs_show = run_actions.add_parser("show", parents=[admin_url], help="a run's timeline and entry point")
+    runs_show.add_argument("id")
+    runs_show.add_argument("--json", action="store_true")
+    runs.set_defaults(run=_runs)
 
     routes = sub.add_parser("routes", help="manage routes through the admin API")
     route_actions = routes.add_subparsers(dest="action", required=True)

@@ -384,6 +384,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body=ValidateRequest,
         response=ValidateResult,
     ),
+    Endpoint("GET", "/runs", "Recent runs (?limit=50)", list_runs, response=RunList),
+    Endpoint("GET", "/runs/{id}", "A run's timeline and where a violation entered", get_run, response=RunTimelineOut),
+    Endpoint(
+        "GET",
+        "/stats/failures",
+        "Failures by route and MAST category (?window=3600 s)",
+        failure_stats,
+        response=FailureStats,
+    ),
+    Endpoint("GET", "/metrics", "Prometheus metrics (text exposition format)", metrics),
 )
 
 OPENAPI = openapi_document(ENDPOINTS, title="agent-gateway admin API", version=__version__)

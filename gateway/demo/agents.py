@@ -34,7 +34,7 @@ def planner(payload: dict[str, Any], fault: str) -> Any:
 
 def writer(payload: dict[str, Any], fault: str) -> Any:
     body = " ".join(step["title"] + "." for step in payload["steps"])
-    draft: dict[str, Any] = {"version": 1, "title": payload["topic"].title(), "body": body}
+    draft: dict[str, Any] = {"version": payload.get("revision", 1), "title": payload["topic"].title(), "body": body}
     if fault == "wrong-type":
         draft["version"] = "one"
     return {"draft": draft}

@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.contracts.document import load_document_file
 from gateway.demo.agents import AGENTS, FAULT_HEADER, start_agents
 from gateway.proxy import VERDICT_HEADER
+from gateway.report import render_timeline
 
 PIPELINE = ("researcher", "planner", "writer", "critic")
 
@@ -75,44 +76,71 @@ class Demo:
         self.out = out
         self.passed_invalid = 0
 
+    async def handoff(
+        self, session: aiohttp.ClientSession, run_id: str, step: int, source: str, target: str, payload: Any,
+        *, fault: str = "", shadow: bool = False,
+    ) -> tuple[Handoff, Any]:  # fmt: skip
+        """One call from ``source`` to ``target`` through the gateway; returns what the report needs and the
+        parsed answer (``None`` when the gateway refused)."""
+        path = AGENTS[target][0]
+        headers = {"X-Run-Id": run_id, "X-Agent-Name": source, FAULT_HEADER: fault}
+        before = self.hits[target]
+        async with session.post(f"{self.gateway.data_url}/{target}{path}", json=payload, headers=headers) as resp:
+            body = await resp.read()
+            verdict, _, notes = resp.headers.get(VERDICT_HEADER, "-").partition(";")
+            detail = _first_violation(body) if resp.status != 200 else ("" if verdict == "valid" else notes.strip())
+            if resp.status == 200 and verdict not in ("valid", "-") and not shadow:
+                self.passed_invalid += 1
+            record = Handoff(step, source, target, resp.status, verdict, detail, self.hits[target] > before)
+            return record, orjson.loads(body) if resp.status == 200 else None
+
     async def run(self, session: aiohttp.ClientSession, number: int, scenario: Scenario) -> list[Handoff]:
         """Drive one pipeline run; stop at the first handoff the gateway refuses, as a pipeline must."""
-        run_id = f"demo-{number}"
         payload: Any = {"topic": scenario.topic}
         handoffs: list[Handoff] = []
         source = "orchestrator"
         for step, target in enumerate(PIPELINE, start=1):
-            path = AGENTS[target][0]
-            headers = {"X-Run-Id": run_id, "X-Agent-Name": source, FAULT_HEADER: scenario.faults.get(target, "")}
-            before = self.hits[target]
-            async with session.post(f"{self.gateway.data_url}/{target}{path}", json=payload, headers=headers) as resp:
-                body = await resp.read()
-                verdict, _, notes = resp.headers.get(VERDICT_HEADER, "-").partition(";")
-                detail = _first_violation(body) if resp.status != 200 else ("" if verdict == "valid" else notes.strip())
-                if resp.status == 200 and verdict not in ("valid", "-") and not scenario.shadow:
-                    self.passed_invalid += 1
-                handoffs.append(Handoff(step, source, target, resp.status, verdict, detail, self.hits[target] > before))
-                if resp.status != 200:
-                    break
-                payload = orjson.loads(body)
-                source = target
-        self._print_run(number, scenario, handoffs, payload)
+            fault = scenario.faults.get(target, "")
+            record, answer = await self.handoff(
+                session, f"demo-{number}", step, source, target, payload, fault=fault, shadow=scenario.shadow
+            )
+            handoffs.append(record)
+            if answer is None:
+                break
+            payload, source = answer, target
+        self.print_run(number, scenario.title, handoffs, self._outcome(handoffs, payload))
         return handoffs
 
-    def _print_run(self, number: int, scenario: Scenario, handoffs: list[Handoff], last: Any) -> None:
-        print(f"\nRun {number}: {scenario.title}  (X-Run-Id: demo-{number})", file=self.out)
+    async def stale_run(self, session: aiohttp.ClientSession, number: int) -> list[Handoff]:
+        """The critic approves draft v1, the writer revises it to v2, then the critic is handed v1 again."""
+        run_id = f"demo-{number}"
+        research = await self.handoff(session, run_id, 1, "orchestrator", "researcher", {"topic": "agent contracts"})
+        plan = await self.handoff(session, run_id, 2, "researcher", "planner", research[1])
+        draft_v1 = await self.handoff(session, run_id, 3, "planner", "writer", plan[1])
+        review_v1 = await self.handoff(session, run_id, 4, "writer", "critic", draft_v1[1])
+        draft_v2 = await self.handoff(session, run_id, 5, "critic", "writer", {**plan[1], "revision": 2})
+        stale = await self.handoff(session, run_id, 6, "writer", "critic", draft_v1[1])
+        handoffs = [research[0], plan[0], draft_v1[0], review_v1[0], draft_v2[0], stale[0]]
+        title = "critic reviews draft v1 after the writer produced v2"
+        self.print_run(number, title, handoffs, "the stale review was refused; the critic must see draft v2")
+        return handoffs
+
+    @staticmethod
+    def _outcome(handoffs: list[Handoff], last: Any) -> str:
+        final = handoffs[-1]
+        if final.status == 200 and final.target == PIPELINE[-1]:
+            return f"completed: critic says {last.get('verdict')!r} (score {last.get('score')})"
+        nxt = PIPELINE.index(final.target) + 1
+        downstream = f"; nothing reached {PIPELINE[nxt]}" if nxt < len(PIPELINE) else ""
+        return f"halted at {final.target} (HTTP {final.status}){downstream}"
+
+    def print_run(self, number: int, title: str, handoffs: list[Handoff], outcome: str) -> None:
+        print(f"\nRun {number}: {title}  (X-Run-Id: demo-{number})", file=self.out)
         print(f"  {'#':<2} {'handoff':<26} {'HTTP':<5} {'verdict':<17} detail", file=self.out)
         for h in handoffs:
             called = "" if h.agent_called else " [agent never called]"
             line = f"  {h.step:<2} {h.source + ' → ' + h.target:<26} {h.status:<5} {h.verdict:<17} {h.detail}{called}"
             print(line.rstrip(), file=self.out)
-        final = handoffs[-1]
-        if final.status == 200 and final.target == PIPELINE[-1]:
-            outcome = f"completed: critic says {last.get('verdict')!r} (score {last.get('score')})"
-        else:
-            nxt = PIPELINE.index(final.target) + 1
-            downstream = f"; nothing reached {PIPELINE[nxt]}" if nxt < len(PIPELINE) else ""
-            outcome = f"halted at {final.target} (HTTP {final.status}){downstream}"
         print(f"  outcome: {outcome}", file=self.out)
 
 
@@ -151,8 +179,11 @@ async def run_demo(contracts_dir: Path, out: TextIO = sys.stdout) -> int:
             demo = Demo(gateway, hits, out)
             runs = [await demo.run(session, n, scenario) for n, scenario in enumerate(SCENARIOS, start=1)]
             runs.append(await _shadow_run(admin, demo, session, len(runs) + 1))
+            print("\nWhere did run demo-6 break? (agent-gateway runs show demo-6)", file=out)
+            print(render_timeline(await admin.request("GET", "/runs/demo-6")), file=out)
+            runs.append(await demo.stale_run(session, len(runs) + 1))
         handoffs = [h for run in runs for h in run]
-        rejected = sum(1 for h in handoffs if h.status in (422, 502))
+        rejected = sum(1 for h in handoffs if h.status in (409, 422, 502))
         print(
             f"\nSummary: {len(runs)} runs, {len(handoffs)} handoffs, {rejected} refused by contract, "
             f"invalid payloads passed on as valid in enforce mode: {demo.passed_invalid}",
