@@ -31,7 +31,7 @@ def render_timeline(run: Mapping[str, Any]) -> str:
         )
     else:
         lines.append("  no contract violation in this run")
-    lines.append(f"    {"#":<3}{'at ms':>8}  {'handoff':<28}{'step':<18}{'HTTP':<5}{'verdict':<18}{'ms':>7}  detail")
+    lines.append(f"    {'#':<3}{'at ms':>8}  {'handoff':<28}{'step':<18}{'HTTP':<5}{'verdict':<18}{'ms':>7}  detail")
     for number, h in enumerate(handoffs, start=1):
         marker = "▶" if h["id"] == entry_id else ("↳" if h["id"] in downstream else " ")
         at = (h["started_at"] - start) * 1000
