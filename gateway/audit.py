@@ -25,7 +25,6 @@ from gateway.store.base import HandoffRecord, Store
 log = logging.getLogger("agent_gateway.audit")
 
 FAULTY_VERDICTS = frozenset({"request_invalid", "response_invalid", "stale_context"})
-PRUNE_EVERY = 60.0
 
 
 class AuditLog:
@@ -55,7 +54,7 @@ class AuditLog:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
                 await self._store.append_handoffs(batch)
             now = time.time()
-            if now - self._last_prune >= PRUNE_EVERY:
+            if now - self._last_prune >= self._settings.prune_interval:
                 self._last_prune = now
                 await self._store.prune_handoffs(
                     keep=self._settings.max_records, older_than=now - self._settings.max_age_seconds

@@ -99,6 +99,8 @@ class AuditSettings(_Frozen):
     max_records: int = Field(100_000, gt=0)
     max_age_seconds: float = Field(7 * 24 * 3600, gt=0)
     flush_interval: float = Field(0.25, gt=0)
+    prune_interval: float = Field(60.0, ge=0)
+    """Seconds between retention passes (deleting beyond ``max_records`` and older than ``max_age_seconds``)."""
     queue_size: int = Field(10_000, gt=0)
 
     @field_validator("redact")
