@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import aiohttp
+import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -58,3 +63,37 @@ def test_without_an_exporter_nothing_is_recorded_but_ids_exist() -> None:
     span = provider.get_tracer("t").start_span("x")
     assert not span.is_recording()
     assert span.get_span_context().trace_id != 0
+
+
+async def test_otlp_exporter_from_standard_env_delivers_spans(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: list[ExportTraceServiceRequest] = []
+
+    async def collector(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        received.append(message)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collector)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", str(server.make_url("")).rstrip("/"))
+    provider = build_tracer_provider(environ={"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SERVICE_NAME": "gw-test"})
+    span = provider.get_tracer("t").start_span("handoff")
+    assert span.is_recording()
+    span.end()
+    assert await asyncio.to_thread(provider.force_flush, 5000)
+    await asyncio.to_thread(provider.shutdown)
+    exported = [s for m in received for rs in m.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [s.name for s in exported] == ["handoff"]
+    resource = received[0].resource_spans[0].resource.attributes
+    assert {a.key: a.value.string_value for a in resource}["service.name"] == "gw-test"
+
+
+def test_unknown_exporter_is_refused() -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        build_tracer_provider(environ={"OTEL_TRACES_EXPORTER": "zipkin"})
