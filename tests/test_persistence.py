@@ -69,11 +69,12 @@ async def test_contract_dirs_register_once_and_only_on_change(tmp_path: Path, up
 async def test_store_versions_are_sequential_per_id() -> None:
     store = SQLiteStore(":memory:")
     try:
-        versions = [(await store.add_contract_version(cid, {"n": n})).version for n, cid in enumerate("aaba")]
+        versions = [(await store.add_version("contract", cid, {"n": n})).version for n, cid in enumerate("aaba")]
         assert versions == [1, 2, 1, 3]
-        assert [s.document for s in await store.list_contract_versions("a")] == [{"n": 0}, {"n": 1}, {"n": 3}]
-        assert await store.get_contract_version("a", 9) is None
-        heads: list[Any] = await store.list_contract_heads()
+        assert (await store.add_version("policy", "a", {"p": 1})).version == 1  # kinds are separate namespaces
+        assert [s.document for s in await store.list_versions("contract", "a")] == [{"n": 0}, {"n": 1}, {"n": 3}]
+        assert await store.get_version("contract", "a", 9) is None
+        heads: list[Any] = await store.list_heads("contract")
         assert [(h.id, h.latest_version, h.active_version) for h in heads] == [("a", 3, None), ("b", 1, None)]
     finally:
         await store.close()

@@ -25,7 +25,9 @@ from referencing.jsonschema import DRAFT202012
 from gateway.contracts.document import ContractDocumentError, ContractSpec, parse_contract
 from gateway.contracts.paths import PathTemplate
 from gateway.contracts.validation import CompiledContract, compile_contract
-from gateway.store.base import ContractHead, Store, StoredContract
+from gateway.store.base import DocumentHead, Store, StoredDocument
+
+KIND = "contract"
 
 
 class ContractNotFound(LookupError):
@@ -113,20 +115,20 @@ class ContractRegistry:
         """Rebuild the table from the store (at start-up)."""
         async with self._lock:
             active: dict[str, tuple[ContractSpec, int]] = {}
-            for head in await self._store.list_contract_heads():
+            for head in await self._store.list_heads(KIND):
                 if head.active_version is not None:
                     stored = await self._get_stored(head.id, head.active_version)
                     active[head.id] = (parse_contract(stored.document), stored.version)
             self._swap(active)
 
-    async def register(self, document: Mapping[str, Any], *, activate: bool = True) -> StoredContract:
+    async def register(self, document: Mapping[str, Any], *, activate: bool = True) -> StoredDocument:
         """Store ``document`` as the next version of its id; raise :class:`ContractDocumentError` if bad."""
         (stored,) = await self.register_many([document], activate=activate)
         return stored
 
     async def register_many(
         self, documents: Sequence[Mapping[str, Any]], *, activate: bool = True
-    ) -> list[StoredContract]:
+    ) -> list[StoredDocument]:
         """Register several documents as one change, so contracts that ``$ref`` each other's shared schemas
         can arrive together; either all compile and are stored, or none is."""
         specs = [parse_contract(document) for document in documents]
@@ -134,10 +136,10 @@ class ContractRegistry:
             raise ContractDocumentError("the same contract id appears twice in one registration", [])
         async with self._lock:
             self._build({**self._active, **{spec.id: (spec, 0) for spec in specs}})  # refuse before storing
-            stored = [await self._store.add_contract_version(s.id, d) for s, d in zip(specs, documents, strict=True)]
+            stored = [await self._store.add_version(KIND, s.id, d) for s, d in zip(specs, documents, strict=True)]
             if activate:
                 for entry in stored:
-                    await self._store.set_active_version(entry.id, entry.version)
+                    await self._store.set_active(KIND, entry.id, entry.version)
                 versions = {entry.id: entry.version for entry in stored}
                 self._swap({**self._active, **{spec.id: (spec, versions[spec.id]) for spec in specs}})
             return stored
@@ -147,7 +149,7 @@ class ContractRegistry:
             stored = await self._get_stored(contract_id, version)
             active = {**self._active, contract_id: (parse_contract(stored.document), version)}
             self._build(active)
-            await self._store.set_active_version(contract_id, version)
+            await self._store.set_active(KIND, contract_id, version)
             self._swap(active)
 
     async def deactivate(self, contract_id: str) -> None:
@@ -156,25 +158,25 @@ class ContractRegistry:
                 raise ContractNotFound(contract_id)
             active = {cid: entry for cid, entry in self._active.items() if cid != contract_id}
             self._build(active)
-            await self._store.set_active_version(contract_id, None)
+            await self._store.set_active(KIND, contract_id, None)
             self._swap(active)
 
-    async def heads(self) -> list[ContractHead]:
-        return await self._store.list_contract_heads()
+    async def heads(self) -> list[DocumentHead]:
+        return await self._store.list_heads(KIND)
 
-    async def versions(self, contract_id: str) -> list[StoredContract]:
-        versions = await self._store.list_contract_versions(contract_id)
+    async def versions(self, contract_id: str) -> list[StoredDocument]:
+        versions = await self._store.list_versions(KIND, contract_id)
         if not versions:
             raise ContractNotFound(contract_id)
         return versions
 
-    async def _get_stored(self, contract_id: str, version: int) -> StoredContract:
-        stored = await self._store.get_contract_version(contract_id, version)
+    async def _get_stored(self, contract_id: str, version: int) -> StoredDocument:
+        stored = await self._store.get_version(KIND, contract_id, version)
         if stored is None:
             raise ContractNotFound(f"{contract_id} version {version}")
         return stored
 
-    async def version(self, contract_id: str, version: int) -> StoredContract:
+    async def version(self, contract_id: str, version: int) -> StoredDocument:
         return await self._get_stored(contract_id, version)
 
     async def compiled(self, contract_id: str, version: int | None = None) -> CompiledContract:

@@ -15,8 +15,8 @@ from gateway.config import RouteSpec
 
 
 @dataclass(frozen=True, slots=True)
-class StoredContract:
-    """One immutable version of a contract document as registered."""
+class StoredDocument:
+    """One immutable version of a registered document (a contract or a policy)."""
 
     id: str
     version: int
@@ -25,8 +25,8 @@ class StoredContract:
 
 
 @dataclass(frozen=True, slots=True)
-class ContractHead:
-    """Where a contract stands: its newest version and the one enforced (``None`` when deleted)."""
+class DocumentHead:
+    """Where a document stands: its newest version and the one in force (``None`` when deleted)."""
 
     id: str
     latest_version: int
@@ -104,17 +104,19 @@ class Store(Protocol):
 
     async def delete_route(self, name: str) -> bool: ...
 
-    async def add_contract_version(self, contract_id: str, document: Mapping[str, Any]) -> StoredContract:
-        """Store ``document`` as version N+1 of ``contract_id`` (1 for a new id), atomically."""
+    # Versioned documents; ``kind`` is "contract" or "policy", each an independent namespace of ids.
+
+    async def add_version(self, kind: str, doc_id: str, document: Mapping[str, Any]) -> StoredDocument:
+        """Store ``document`` as version N+1 of ``doc_id`` (1 for a new id), atomically."""
         ...
 
-    async def get_contract_version(self, contract_id: str, version: int) -> StoredContract | None: ...
+    async def get_version(self, kind: str, doc_id: str, version: int) -> StoredDocument | None: ...
 
-    async def list_contract_versions(self, contract_id: str) -> list[StoredContract]: ...
+    async def list_versions(self, kind: str, doc_id: str) -> list[StoredDocument]: ...
 
-    async def list_contract_heads(self) -> list[ContractHead]: ...
+    async def list_heads(self, kind: str) -> list[DocumentHead]: ...
 
-    async def set_active_version(self, contract_id: str, version: int | None) -> None: ...
+    async def set_active(self, kind: str, doc_id: str, version: int | None) -> None: ...
 
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None: ...
 

@@ -19,23 +19,24 @@ import orjson
 from gateway.config import RouteSpec
 from gateway.store.base import (
     ArtifactVersion,
-    ContractHead,
+    DocumentHead,
     FailureCount,
     HandoffRecord,
     RunSummary,
-    StoredContract,
+    StoredDocument,
 )
 
 T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS routes (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS contracts (
-    id TEXT PRIMARY KEY, latest_version INTEGER NOT NULL, active_version INTEGER
+CREATE TABLE IF NOT EXISTS documents (
+    kind TEXT NOT NULL, id TEXT NOT NULL, latest_version INTEGER NOT NULL, active_version INTEGER,
+    PRIMARY KEY (kind, id)
 );
-CREATE TABLE IF NOT EXISTS contract_versions (
-    id TEXT NOT NULL, version INTEGER NOT NULL, document BLOB NOT NULL, created_at REAL NOT NULL,
-    PRIMARY KEY (id, version)
+CREATE TABLE IF NOT EXISTS document_versions (
+    kind TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, document BLOB NOT NULL,
+    created_at REAL NOT NULL, PRIMARY KEY (kind, id, version)
 );
 CREATE TABLE IF NOT EXISTS handoffs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, run_id TEXT NOT NULL, started_at REAL NOT NULL,
@@ -88,20 +89,24 @@ class SQLiteStore:
         cursor = await self._run(lambda c: c.execute("DELETE FROM routes WHERE name = ?", (name,)))
         return cursor.rowcount > 0
 
-    async def add_contract_version(self, contract_id: str, document: Mapping[str, Any]) -> StoredContract:
+    async def add_version(self, kind: str, doc_id: str, document: Mapping[str, Any]) -> StoredDocument:
         created = time.time()
         blob = orjson.dumps(document)
 
         def insert(c: sqlite3.Connection) -> int:
             c.execute("BEGIN IMMEDIATE")
             try:
-                row = c.execute("SELECT latest_version FROM contracts WHERE id = ?", (contract_id,)).fetchone()
+                row = c.execute(
+                    "SELECT latest_version FROM documents WHERE kind = ? AND id = ?", (kind, doc_id)
+                ).fetchone()
                 version = 1 if row is None else row[0] + 1
-                c.execute("INSERT INTO contract_versions VALUES (?, ?, ?, ?)", (contract_id, version, blob, created))
                 c.execute(
-                    "INSERT INTO contracts (id, latest_version) VALUES (?, ?)"
-                    " ON CONFLICT(id) DO UPDATE SET latest_version = excluded.latest_version",
-                    (contract_id, version),
+                    "INSERT INTO document_versions VALUES (?, ?, ?, ?, ?)", (kind, doc_id, version, blob, created)
+                )
+                c.execute(
+                    "INSERT INTO documents (kind, id, latest_version) VALUES (?, ?, ?)"
+                    " ON CONFLICT(kind, id) DO UPDATE SET latest_version = excluded.latest_version",
+                    (kind, doc_id, version),
                 )
             except BaseException:
                 c.execute("ROLLBACK")
@@ -110,35 +115,40 @@ class SQLiteStore:
             return version
 
         version = await self._run(insert)
-        return StoredContract(contract_id, version, document, created)
+        return StoredDocument(doc_id, version, document, created)
 
-    async def get_contract_version(self, contract_id: str, version: int) -> StoredContract | None:
+    async def get_version(self, kind: str, doc_id: str, version: int) -> StoredDocument | None:
         row = await self._run(
             lambda c: c.execute(
-                "SELECT document, created_at FROM contract_versions WHERE id = ? AND version = ?",
-                (contract_id, version),
+                "SELECT document, created_at FROM document_versions WHERE kind = ? AND id = ? AND version = ?",
+                (kind, doc_id, version),
             ).fetchone()
         )
-        return None if row is None else StoredContract(contract_id, version, orjson.loads(row[0]), row[1])
+        return None if row is None else StoredDocument(doc_id, version, orjson.loads(row[0]), row[1])
 
-    async def list_contract_versions(self, contract_id: str) -> list[StoredContract]:
+    async def list_versions(self, kind: str, doc_id: str) -> list[StoredDocument]:
         rows = await self._run(
             lambda c: c.execute(
-                "SELECT version, document, created_at FROM contract_versions WHERE id = ? ORDER BY version",
-                (contract_id,),
+                "SELECT version, document, created_at FROM document_versions WHERE kind = ? AND id = ?"
+                " ORDER BY version",
+                (kind, doc_id),
             ).fetchall()
         )
-        return [StoredContract(contract_id, v, orjson.loads(doc), created) for v, doc, created in rows]
+        return [StoredDocument(doc_id, v, orjson.loads(doc), created) for v, doc, created in rows]
 
-    async def list_contract_heads(self) -> list[ContractHead]:
+    async def list_heads(self, kind: str) -> list[DocumentHead]:
         rows = await self._run(
-            lambda c: c.execute("SELECT id, latest_version, active_version FROM contracts ORDER BY id").fetchall()
+            lambda c: c.execute(
+                "SELECT id, latest_version, active_version FROM documents WHERE kind = ? ORDER BY id", (kind,)
+            ).fetchall()
         )
-        return [ContractHead(*row) for row in rows]
+        return [DocumentHead(*row) for row in rows]
 
-    async def set_active_version(self, contract_id: str, version: int | None) -> None:
+    async def set_active(self, kind: str, doc_id: str, version: int | None) -> None:
         await self._run(
-            lambda c: c.execute("UPDATE contracts SET active_version = ? WHERE id = ?", (version, contract_id))
+            lambda c: c.execute(
+                "UPDATE documents SET active_version = ? WHERE kind = ? AND id = ?", (version, kind, doc_id)
+            )
         )
 
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
