@@ -87,6 +87,8 @@ class ContractSpec:
     request_query: Any | None
     responses: Mapping[str, Any]
     failure_modes: Mapping[str, Action]
+    """Declared actions merged over the defaults; ``declared`` says which the document set explicitly."""
+    declared: frozenset[str]
     shared_schemas: tuple[Mapping[str, Any], ...]
     raw: Mapping[str, Any] = field(repr=False)
     produces: ArtifactRef | None = None
@@ -122,12 +124,17 @@ def _schema_locations(doc: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], Any
     return found
 
 
+def schema_errors(validator: Draft202012Validator, doc: Any) -> list[dict[str, str]]:
+    """Every way ``doc`` breaks ``validator``'s schema, as ``{pointer, message}``, in document order."""
+    return [
+        {"pointer": json_pointer(err.absolute_path), "message": err.message}
+        for err in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    ]
+
+
 def parse_contract(doc: Mapping[str, Any]) -> ContractSpec:
     """Check ``doc`` against the contract meta-schema and every embedded schema against draft 2020-12."""
-    errors = [
-        {"pointer": json_pointer(err.absolute_path), "message": err.message}
-        for err in sorted(_document_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
-    ]
+    errors = schema_errors(_document_validator(), doc)
     if not errors:
         for location, schema in _schema_locations(doc):
             errors += [
@@ -148,6 +155,7 @@ def parse_contract(doc: Mapping[str, Any]) -> ContractSpec:
         request_query=request.get("query"),
         responses=dict(doc.get("responses", {})),
         failure_modes={**DEFAULT_ACTIONS, **doc.get("failure_modes", {})},
+        declared=frozenset(doc.get("failure_modes", {})),
         shared_schemas=tuple(doc.get("schemas", ())),
         raw=doc,
         produces=_artifact(doc, "produces"),

@@ -1,20 +1,13 @@
 """The versioned contract registry and the immutable table the data plane reads.
 
-Life cycle of a contract id::
-
-    register(doc) ──▶ version N+1 stored ──▶ (activate, the default) ──▶ enforced
-    activate(id, n) ─▶ any stored version becomes the enforced one (roll forward or back)
-    deactivate(id) ──▶ nothing enforced; every version stays readable; register again to revive
-
-Every change builds a complete new :class:`ContractTable` *before* anything is persisted (so a change that
-would leave some contract uncompilable is refused) and then swaps it in with one assignment. A request reads
-``registry.table`` once, so it sees exactly one version of its contract from start to end.
+The life cycle (register → version N+1, activate any version, deactivate) and the build-then-swap rule are
+shared with policies in :mod:`gateway.versioning`; this module adds compiling validators and resolving
+``$ref`` between contracts through their shared schemas.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jsonschema_rs
@@ -25,13 +18,13 @@ from referencing.jsonschema import DRAFT202012
 from gateway.contracts.document import ContractDocumentError, ContractSpec, parse_contract
 from gateway.contracts.paths import PathTemplate
 from gateway.contracts.validation import CompiledContract, compile_contract
-from gateway.store.base import DocumentHead, Store, StoredDocument
+from gateway.store.base import Store
+from gateway.versioning import DocumentNotFound, VersionedRegistry
 
 KIND = "contract"
 
 
-class ContractNotFound(LookupError):
-    pass
+ContractNotFound = DocumentNotFound
 
 
 class SchemaResources:
@@ -65,9 +58,10 @@ class SchemaResources:
 class ContractTable:
     """Immutable index ``(route, method) → [(path template, compiled contract)]``, most specific first."""
 
-    __slots__ = ("_contracts", "_index")
+    __slots__ = ("_contracts", "_index", "resources")
 
     def __init__(self, contracts: Iterable[CompiledContract] = ()) -> None:
+        self.resources = SchemaResources()
         self._contracts = {c.id: c for c in contracts}
         index: dict[tuple[str, str], list[tuple[PathTemplate, CompiledContract]]] = {}
         for contract in self._contracts.values():
@@ -100,84 +94,19 @@ def _compile_error(spec: ContractSpec, exc: Exception) -> ContractDocumentError:
     )
 
 
-class ContractRegistry:
-    """Registers, versions and activates contracts; owns the :class:`ContractTable` the proxy reads."""
+class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
+    """Versions and activates contracts (see :mod:`gateway.versioning` for the life cycle); owns the
+    :class:`ContractTable` the proxy reads, with validators compiled once per version and cached."""
+
+    kind = KIND
 
     def __init__(self, store: Store) -> None:
-        self._store = store
-        self._lock = asyncio.Lock()
-        self._active: dict[str, tuple[ContractSpec, int]] = {}
+        super().__init__(store, ContractTable())
         self._cache: dict[tuple[str, int], CompiledContract] = {}
         self._resources = SchemaResources()
-        self.table = ContractTable()
 
-    async def load(self) -> None:
-        """Rebuild the table from the store (at start-up)."""
-        async with self._lock:
-            active: dict[str, tuple[ContractSpec, int]] = {}
-            for head in await self._store.list_heads(KIND):
-                if head.active_version is not None:
-                    stored = await self._get_stored(head.id, head.active_version)
-                    active[head.id] = (parse_contract(stored.document), stored.version)
-            self._swap(active)
-
-    async def register(self, document: Mapping[str, Any], *, activate: bool = True) -> StoredDocument:
-        """Store ``document`` as the next version of its id; raise :class:`ContractDocumentError` if bad."""
-        (stored,) = await self.register_many([document], activate=activate)
-        return stored
-
-    async def register_many(
-        self, documents: Sequence[Mapping[str, Any]], *, activate: bool = True
-    ) -> list[StoredDocument]:
-        """Register several documents as one change, so contracts that ``$ref`` each other's shared schemas
-        can arrive together; either all compile and are stored, or none is."""
-        specs = [parse_contract(document) for document in documents]
-        if len({spec.id for spec in specs}) != len(specs):
-            raise ContractDocumentError("the same contract id appears twice in one registration", [])
-        async with self._lock:
-            self._build({**self._active, **{spec.id: (spec, 0) for spec in specs}})  # refuse before storing
-            stored = [await self._store.add_version(KIND, s.id, d) for s, d in zip(specs, documents, strict=True)]
-            if activate:
-                for entry in stored:
-                    await self._store.set_active(KIND, entry.id, entry.version)
-                versions = {entry.id: entry.version for entry in stored}
-                self._swap({**self._active, **{spec.id: (spec, versions[spec.id]) for spec in specs}})
-            return stored
-
-    async def activate(self, contract_id: str, version: int) -> None:
-        async with self._lock:
-            stored = await self._get_stored(contract_id, version)
-            active = {**self._active, contract_id: (parse_contract(stored.document), version)}
-            self._build(active)
-            await self._store.set_active(KIND, contract_id, version)
-            self._swap(active)
-
-    async def deactivate(self, contract_id: str) -> None:
-        async with self._lock:
-            if contract_id not in self._active:
-                raise ContractNotFound(contract_id)
-            active = {cid: entry for cid, entry in self._active.items() if cid != contract_id}
-            self._build(active)
-            await self._store.set_active(KIND, contract_id, None)
-            self._swap(active)
-
-    async def heads(self) -> list[DocumentHead]:
-        return await self._store.list_heads(KIND)
-
-    async def versions(self, contract_id: str) -> list[StoredDocument]:
-        versions = await self._store.list_versions(KIND, contract_id)
-        if not versions:
-            raise ContractNotFound(contract_id)
-        return versions
-
-    async def _get_stored(self, contract_id: str, version: int) -> StoredDocument:
-        stored = await self._store.get_version(KIND, contract_id, version)
-        if stored is None:
-            raise ContractNotFound(f"{contract_id} version {version}")
-        return stored
-
-    async def version(self, contract_id: str, version: int) -> StoredDocument:
-        return await self._get_stored(contract_id, version)
+    def parse(self, document: Mapping[str, Any]) -> ContractSpec:
+        return parse_contract(document)
 
     async def compiled(self, contract_id: str, version: int | None = None) -> CompiledContract:
         """The compiled form of a version (the active one by default), against today's shared schemas."""
@@ -186,7 +115,7 @@ class ContractRegistry:
             if active is None:
                 raise ContractNotFound(contract_id)
             return active
-        stored = await self._get_stored(contract_id, version)
+        stored = await self.version(contract_id, version)
         return self._compile(parse_contract(stored.document), version, self._resources)
 
     def _compile(self, spec: ContractSpec, version: int, resources: SchemaResources) -> CompiledContract:
@@ -199,22 +128,21 @@ class ContractRegistry:
         except (ValueError, jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
             raise _compile_error(spec, exc) from exc
 
-    def _build(self, active: Mapping[str, tuple[ContractSpec, int]]) -> tuple[ContractTable, SchemaResources]:
+    def build(self, active: Mapping[str, tuple[ContractSpec, int]]) -> ContractTable:
         """Compile every active contract against the shared schemas they publish; raise if any fails."""
         resources = SchemaResources(schema for spec, _ in active.values() for schema in spec.shared_schemas)
         if resources.fingerprint == self._resources.fingerprint:
             resources = self._resources
-        return ContractTable(self._compile(spec, v, resources) for spec, v in active.values()), resources
+        table = ContractTable(self._compile(spec, v, resources) for spec, v in active.values())
+        table.resources = resources
+        return table
 
-    def _swap(self, active: dict[str, tuple[ContractSpec, int]]) -> None:
-        """Install a new table; validators compiled against the same shared schemas are reused."""
-        table, resources = self._build(active)
-        if resources is not self._resources:
+    def installed(self, table: ContractTable) -> None:
+        """Reuse validators compiled against the same shared schemas; start afresh when those changed."""
+        if table.resources is not self._resources:
             self._cache.clear()
-            self._resources = resources
+            self._resources = table.resources
         self._cache.update({(c.id, c.version): c for c in table})
-        self._active = active
-        self.table = table
 
 
 __all__ = ["ContractNotFound", "ContractRegistry", "ContractTable", "SchemaResources"]

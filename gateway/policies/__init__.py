@@ -1,0 +1,1 @@
+"""Resilience policies: timeouts, retries, circuit breakers, escalation, checkpoints and fallbacks."""

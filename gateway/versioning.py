@@ -1,0 +1,135 @@
+"""Versioned documents (contracts, policies): the life cycle both share, in one place.
+
+Life cycle of an id::
+
+    register(doc) ──▶ version N+1 stored ──▶ (activate, the default) ──▶ in force
+    activate(id, n) ─▶ any stored version comes into force (roll forward or back)
+    deactivate(id) ──▶ nothing in force; every version stays readable; register again to revive
+
+Every change builds the complete new table *before* anything is persisted — a change the subclass cannot build
+(an uncompilable schema, a dangling reference) is refused — and then swaps it in with one assignment, so a
+request that reads ``registry.table`` once sees one consistent set of versions from start to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from gateway.contracts.document import ContractDocumentError
+from gateway.store.base import DocumentHead, Store, StoredDocument
+
+
+class DocumentNotFound(LookupError):
+    pass
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+SpecT = TypeVar("SpecT", bound=_HasId)
+TableT = TypeVar("TableT")
+Active = Mapping[str, tuple[SpecT, int]]
+
+
+class VersionedRegistry(ABC, Generic[SpecT, TableT]):
+    kind: str
+
+    def __init__(self, store: Store, empty: TableT) -> None:
+        self._store = store
+        self._lock = asyncio.Lock()
+        self._active: dict[str, tuple[SpecT, int]] = {}
+        self.table: TableT = empty
+
+    @abstractmethod
+    def parse(self, document: Mapping[str, Any]) -> SpecT:
+        """The typed form of a document; raise :class:`ContractDocumentError` if it is not valid."""
+
+    @abstractmethod
+    def build(self, active: Mapping[str, tuple[SpecT, int]]) -> TableT:
+        """The table for this set of active versions; raise :class:`ContractDocumentError` if impossible."""
+
+    def installed(self, table: TableT) -> None:
+        """Hook called after a new table is in force (caches)."""
+
+    def active_version(self, doc_id: str) -> int | None:
+        entry = self._active.get(doc_id)
+        return None if entry is None else entry[1]
+
+    def active_spec(self, doc_id: str) -> SpecT | None:
+        entry = self._active.get(doc_id)
+        return None if entry is None else entry[0]
+
+    async def load(self) -> None:
+        """Rebuild the table from the store (at start-up)."""
+        async with self._lock:
+            active: dict[str, tuple[SpecT, int]] = {}
+            for head in await self._store.list_heads(self.kind):
+                if head.active_version is not None:
+                    stored = await self.version(head.id, head.active_version)
+                    active[head.id] = (self.parse(stored.document), stored.version)
+            self._swap(active)
+
+    async def register(self, document: Mapping[str, Any], *, activate: bool = True) -> StoredDocument:
+        (stored,) = await self.register_many([document], activate=activate)
+        return stored
+
+    async def register_many(
+        self, documents: Sequence[Mapping[str, Any]], *, activate: bool = True
+    ) -> list[StoredDocument]:
+        """Register several documents as one change (documents that refer to each other can arrive together);
+        either all are accepted and stored, or none is."""
+        specs = [self.parse(document) for document in documents]
+        if len({spec.id for spec in specs}) != len(specs):
+            raise ContractDocumentError(f"the same {self.kind} id appears twice in one registration", [])
+        async with self._lock:
+            self.build({**self._active, **{spec.id: (spec, 0) for spec in specs}})  # refuse before storing
+            stored = [await self._store.add_version(self.kind, s.id, d) for s, d in zip(specs, documents, strict=True)]
+            if activate:
+                for entry in stored:
+                    await self._store.set_active(self.kind, entry.id, entry.version)
+                versions = {entry.id: entry.version for entry in stored}
+                self._swap({**self._active, **{spec.id: (spec, versions[spec.id]) for spec in specs}})
+            return stored
+
+    async def activate(self, doc_id: str, version: int) -> None:
+        async with self._lock:
+            stored = await self.version(doc_id, version)
+            active = {**self._active, doc_id: (self.parse(stored.document), version)}
+            self.build(active)
+            await self._store.set_active(self.kind, doc_id, version)
+            self._swap(active)
+
+    async def deactivate(self, doc_id: str) -> None:
+        async with self._lock:
+            if doc_id not in self._active:
+                raise DocumentNotFound(doc_id)
+            active = {i: entry for i, entry in self._active.items() if i != doc_id}
+            self.build(active)
+            await self._store.set_active(self.kind, doc_id, None)
+            self._swap(active)
+
+    async def heads(self) -> list[DocumentHead]:
+        return await self._store.list_heads(self.kind)
+
+    async def versions(self, doc_id: str) -> list[StoredDocument]:
+        versions = await self._store.list_versions(self.kind, doc_id)
+        if not versions:
+            raise DocumentNotFound(doc_id)
+        return versions
+
+    async def version(self, doc_id: str, version: int) -> StoredDocument:
+        stored = await self._store.get_version(self.kind, doc_id, version)
+        if stored is None:
+            raise DocumentNotFound(f"{doc_id} version {version}")
+        return stored
+
+    def _swap(self, active: dict[str, tuple[SpecT, int]]) -> None:
+        table = self.build(active)
+        self._active = active
+        self.table = table
+        self.installed(table)
