@@ -1,7 +1,7 @@
 """Assembling and running a gateway: the store, registries, data-plane app and admin app, in one place.
 
-Start-up order: open the store → load stored routes (config routes override by name) → load stored
-contracts → register contract files whose content differs from their active version → open the client
+Start-up order: open the store → load stored routes (config routes override by name) → load stored contracts
+and policies → register document files whose content differs from their active version → open the client
 session → bind the data plane → bind the admin API → mark ready. ``close`` undoes it in reverse.
 """
 
@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.admin.app import build_admin_app
+from gateway.attempts import Resilience
 from gateway.audit import AuditLog
 from gateway.config import GatewayConfig
 from gateway.context import ContextTracker
@@ -22,29 +25,35 @@ from gateway.contracts.document import load_document_file
 from gateway.contracts.registry import ContractRegistry
 from gateway.metrics import Metrics
 from gateway.observe import Observer
-from gateway.proxy import Proxy
+from gateway.policies.breaker import BreakerRegistry
+from gateway.policies.checkpoint import Checkpoints
+from gateway.policies.escalation import OUTCOME_PATH, Escalations
+from gateway.policies.registry import PolicyRegistry
+from gateway.proxy import Collaborators, Proxy
+from gateway.recovery import Recovery
 from gateway.routes import RouteRegistry
 from gateway.state import STATE, GatewayState
 from gateway.store.sqlite import SQLiteStore
 from gateway.telemetry import build_tracer_provider, propagator, tracer_for
 from gateway.transport import new_session
+from gateway.versioning import VersionedRegistry
 
 log = logging.getLogger("agent_gateway")
 
-CONTRACT_SUFFIXES = frozenset({".json", ".yaml", ".yml"})
+DOCUMENT_SUFFIXES = frozenset({".json", ".yaml", ".yml"})
 LOOPBACK = "127.0.0.1"
 
 
-async def register_contract_dirs(contracts: ContractRegistry, dirs: tuple[Path, ...]) -> list[str]:
-    """Register, as one change, each contract file whose active version does not already hold it."""
+async def register_dirs(registry: VersionedRegistry[Any, Any], dirs: tuple[Path, ...]) -> list[str]:
+    """Register, as one change, each document file whose active version does not already hold it."""
     changed = []
     for directory in dirs:
-        for path in sorted(p for p in directory.iterdir() if p.suffix in CONTRACT_SUFFIXES):
+        for path in sorted(p for p in directory.iterdir() if p.suffix in DOCUMENT_SUFFIXES):
             document = load_document_file(path)
-            active = contracts.table.get(str(document.get("id")))
-            if active is None or dict(active.spec.raw) != document:
+            active = registry.active_spec(str(document.get("id")))
+            if active is None or dict(active.raw) != document:
                 changed.append(document)
-    stored = await contracts.register_many(changed) if changed else []
+    stored = await registry.register_many(changed) if changed else []
     return [f"{entry.id}@{entry.version}" for entry in stored]
 
 
@@ -93,39 +102,60 @@ def _bound_port(runner: web.AppRunner) -> int:
     return int(server[1])
 
 
+async def _load_state(config: GatewayConfig) -> GatewayState:
+    store = SQLiteStore(config.store.path)
+    routes, contracts, policies = RouteRegistry(store), ContractRegistry(store), PolicyRegistry(store)
+    await routes.load(config.routes)
+    for registry, dirs in ((contracts, config.contract_dirs), (policies, config.policy_dirs)):
+        await registry.load()
+        loaded = await register_dirs(registry, dirs)
+        if loaded:
+            log.info("registered %s documents from files: %s", registry.kind, ", ".join(loaded))
+    metrics = Metrics()
+    return GatewayState(
+        config=config, store=store, routes=routes, contracts=contracts, policies=policies,
+        audit=AuditLog(store, config.audit, on_drop=metrics.audit_dropped.inc), metrics=metrics,
+        breakers=BreakerRegistry(), escalations=Escalations(store),
+    )  # fmt: skip
+
+
+def _build_proxy(state: GatewayState, session: aiohttp.ClientSession, provider: TracerProvider) -> Proxy:
+    config = state.config
+    resilience = Resilience(state.breakers)
+    proxy = Proxy(
+        Collaborators(
+            routes=state.routes, contracts=state.contracts, policies=state.policies, session=session,
+            limits=config.limits, timeouts=config.timeouts, tracer=tracer_for(provider), propagator=propagator(),
+            observer=Observer(state.audit, state.metrics, config.audit), context=ContextTracker(state.store),
+            resilience=resilience, checkpoints=Checkpoints(state.store),
+            recovery=Recovery(state.escalations, state.routes, config.limits.max_violations),
+        )
+    )  # fmt: skip
+    state.metrics.watch(proxy.in_flight_by_route, state.breakers, state.escalations.pending_count)
+    return proxy
+
+
 async def start_gateway(
     config: GatewayConfig,
     *,
     insecure_admin: bool = False,
     tracer_provider: TracerProvider | None = None,
 ) -> RunningGateway:
-    store = SQLiteStore(config.store.path)
-    routes = RouteRegistry(store)
-    contracts = ContractRegistry(store)
-    await routes.load(config.routes)
-    await contracts.load()
-    loaded = await register_contract_dirs(contracts, config.contract_dirs)
-    if loaded:
-        log.info("registered contracts from files: %s", ", ".join(loaded))
-    metrics = Metrics()
-    audit = AuditLog(store, config.audit, on_drop=metrics.audit_dropped.inc)
-    state = GatewayState(config=config, store=store, routes=routes, contracts=contracts, audit=audit, metrics=metrics)
+    state = await _load_state(config)
     provider = tracer_provider or build_tracer_provider()
-    data_app = web.Application(client_max_size=config.limits.max_body_bytes)
-    data_app[STATE] = state
     session = new_session(config.timeouts)
-    proxy = Proxy(
-        routes=routes, contracts=contracts, session=session, limits=config.limits,
-        tracer=tracer_for(provider), propagator=propagator(),
-        observer=Observer(audit, metrics, config.audit), context=ContextTracker(store),
-    )  # fmt: skip
-    metrics.watch_in_flight(proxy.in_flight_by_route)
-    audit.start()
+    await state.escalations.bind(session)
+    proxy = _build_proxy(state, session, provider)
+    state.audit.start()
 
     async def close_session(_: web.Application) -> None:
+        await state.escalations.close()
         await session.close()
 
+    data_app = web.Application(client_max_size=config.limits.max_body_bytes)
+    data_app[STATE] = state
     data_app.on_cleanup.append(close_session)
+    data_app.router.add_get(OUTCOME_PATH + "{id}", proxy.outcome)
     data_app.router.add_route("*", "/{tail:.*}", proxy.handle)
     data_runner = web.AppRunner(
         data_app,
@@ -137,6 +167,7 @@ async def start_gateway(
     )
     await data_runner.setup()
     await web.TCPSite(data_runner, config.listen.host, config.listen.port, reuse_address=True).start()
+    state.proxy = proxy
     admin_runner, admin_port = None, None
     start_admin, token, host = admin_token(config, insecure_admin)
     if start_admin:

@@ -126,6 +126,7 @@ class GatewayConfig(_Frozen):
     audit: AuditSettings = AuditSettings()
     routes: tuple[RouteSpec, ...] = ()
     contract_dirs: tuple[Path, ...] = ()
+    policy_dirs: tuple[Path, ...] = ()
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

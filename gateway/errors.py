@@ -12,7 +12,13 @@ Hierarchy::
      ├── RouteOverloaded              (503 + Retry-After)
      ├── NoRoute                      (404)
      ├── UpstreamError                (502)
-     │    └── UpstreamTimeout         (504)
+     │    ├── UpstreamTimeout         (504)
+     │    └── DeadlineExceeded        (504: the request's total budget ran out)
+     ├── BreakerOpen                  (503 + Retry-After)
+     ├── CheckpointInFlight           (409: same Idempotency-Key still being served)
+     ├── IdempotencyKeyReused         (422: same Idempotency-Key, different body)
+     ├── Escalated                    (503 + escalation id; 202 is a normal answer, not an error)
+     ├── FallbackInvalid              (502: the declared fallback breaks the contract)
      └── AdminError                   (400 / 401 / 404 / 409: admin API only)
 """
 
@@ -189,6 +195,75 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     kind = "upstream-timeout"
     title = "Upstream agent timed out"
+
+
+class DeadlineExceeded(UpstreamTimeout):
+    kind = "deadline-exceeded"
+    title = "Request deadline exceeded"
+
+
+class BreakerOpen(GatewayError):
+    status = 503
+    kind = "breaker-open"
+    title = "Circuit breaker open"
+
+    def __init__(self, breaker: str, retry_after: float) -> None:
+        super().__init__(f"Circuit breaker {breaker!r} is open: failing fast instead of calling the agent.")
+        self.breaker = breaker
+        self.retry_after = retry_after
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+    def extensions(self) -> dict[str, Any]:
+        return {"breaker": self.breaker}
+
+
+class CheckpointInFlight(GatewayError):
+    status = 409
+    kind = "request-in-flight"
+    title = "The same request is still in flight"
+
+    def __init__(self) -> None:
+        super().__init__("A request with this Idempotency-Key is still being processed; retry later.")
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": "1"}
+
+
+class IdempotencyKeyReused(GatewayError):
+    status = 422
+    kind = "idempotency-key-reused"
+    title = "Idempotency-Key reused with a different request"
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was already used for a request with a different body.")
+
+
+class Escalated(GatewayError):
+    status = 503
+    kind = "escalated"
+    title = "Handed to a person"
+
+    def __init__(self, escalation_id: str, reason: str, outcome_url: str) -> None:
+        super().__init__(f"The handoff failed ({reason}) and was escalated for human review.")
+        self.escalation_id = escalation_id
+        self.reason = reason
+        self.outcome_url = outcome_url
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": "30", "Location": self.outcome_url}
+
+    def extensions(self) -> dict[str, Any]:
+        return {"escalation_id": self.escalation_id, "reason": self.reason, "outcome_url": self.outcome_url}
+
+
+class FallbackInvalid(ContractViolation):
+    """The policy's fallback answer breaks the contract: refused like any invalid response."""
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return "fallback-invalid"
 
 
 class AdminError(GatewayError):

@@ -14,6 +14,22 @@ from gateway.contracts.validation import CompiledContract
 from gateway.errors import Direction, Violation
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptSummary:
+    """A failed attempt that was retried, kept for the audit trail."""
+
+    number: int
+    status: int
+    verdict: str
+    violations: tuple[dict[str, str], ...]
+    violation_count: int
+    upstream_seconds: float | None
+    response_body: bytes | None
+
+
+_ATTEMPT_VERDICTS = {"timeout": "upstream_timeout", "upstream_error": "upstream_error"}
+
+
 @dataclass(slots=True)
 class Exchange:
     request: web.Request
@@ -43,6 +59,33 @@ class Exchange:
     response_document: Any = None
     committed: bool = False
     """True once response headers were sent: a later failure can only abort the connection."""
+    attempt: int = 1
+    failed_attempts: list[AttemptSummary] = field(default_factory=list)
+    request_verdict: str | None = None
+    breaker_state: str | None = None
+    checkpoint: str | None = None
+    """``hit`` when the answer came from a stored checkpoint, ``stored`` when this answer was stored."""
+
+    @property
+    def attempt_seconds(self) -> float:
+        return time.perf_counter() - self.upstream_started if self.upstream_started else 0.0
+
+    def retry(self, status: int, condition: str) -> None:
+        """Close the current attempt as failed and reset what the next attempt will fill in again."""
+        response = [v for v in self.violations if v["direction"] == "response"]
+        self.failed_attempts.append(
+            AttemptSummary(
+                self.attempt, status, _ATTEMPT_VERDICTS.get(condition, self.verdict or condition), tuple(response),
+                len(response), self.upstream_seconds, self.response_body,
+            )
+        )  # fmt: skip
+        self.violations = [v for v in self.violations if v["direction"] == "request"]
+        self.violation_count = len(self.violations)
+        self.verdict = self.request_verdict
+        self.notes.clear()
+        self.response_body = self.response_document = self.upstream_seconds = None
+        self.upstream_started = 0.0
+        self.attempt += 1
 
     @property
     def step(self) -> str:

@@ -12,21 +12,40 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.policies.breaker import BreakerRegistry
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
 
-class _InFlight(Collector):
-    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
-        self._read = read
+BREAKER_STATES = ("closed", "open", "half_open", "forced_open", "disabled")
+
+
+class _Live(Collector):
+    """Gauges read at scrape time from the live objects: in-flight requests, breaker states, DLQ depth."""
+
+    def __init__(
+        self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int]
+    ) -> None:
+        self._in_flight = in_flight
+        self._breakers = breakers
+        self._dlq_depth = dlq_depth
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
+        in_flight = GaugeMetricFamily(
             "agent_gateway_in_flight_requests", "Requests currently being proxied", labels=["route"]
         )
-        for route, count in sorted(self._read().items()):
-            family.add_metric([route], count)
-        yield family
+        for route, count in sorted(self._in_flight().items()):
+            in_flight.add_metric([route], count)
+        yield in_flight
+        states = GaugeMetricFamily(
+            "agent_gateway_breaker_state", "1 for the state each circuit breaker is in", labels=["breaker", "state"]
+        )
+        for breaker in self._breakers.all():
+            for state in BREAKER_STATES:
+                states.add_metric([breaker.name, state], 1.0 if breaker.state.value == state else 0.0)
+        yield states
+        yield GaugeMetricFamily("agent_gateway_dlq_depth", "Escalations waiting for a person", value=self._dlq_depth())
 
 
 class Metrics:
@@ -56,12 +75,19 @@ class Metrics:
             "agent_gateway_failures", "Non-OK handoffs by MAST category and mode", ["route", "category", "mode"],
             registry=r,
         )  # fmt: skip
+        self.retries = Counter("agent_gateway_retries", "Upstream attempts retried", ["route", "reason"], registry=r)
+        self.checkpoint_hits = Counter(
+            "agent_gateway_checkpoint_hits", "Answers replayed from a checkpoint instead of calling the agent",
+            ["route"], registry=r,
+        )  # fmt: skip
         self.audit_dropped = Counter(
             "agent_gateway_audit_dropped", "Audit records dropped because the write queue was full", registry=r
         )
 
-    def watch_in_flight(self, read: Callable[[], Mapping[str, int]]) -> None:
-        self.registry.register(_InFlight(read))
+    def watch(
+        self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int]
+    ) -> None:
+        self.registry.register(_Live(in_flight, breakers, dlq_depth))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,15 +1,19 @@
 """The data path. One inbound request flows through these steps, top to bottom::
 
     handle ─▶ _begin          trace context, run id (X-Run-Id, baggage run.id, or new), source agent
-           ─▶ _route          which upstream, which contract version (one snapshot for the whole request)
+           ─▶ _route          which upstream, which contract version, which policy (one snapshot each)
            ─▶ _admit          per-route concurrency limit (503 + Retry-After when full)
-           ─▶ _read_request   buffer the body only when a contract must see it; else stream it
+           ─▶ _read_request   buffer the body when a contract, a retry or a checkpoint needs it; else stream
            ─▶ _check_request  schema verdict: 422 problem (enforce) or a recorded verdict (pass / shadow)
            ─▶ _check_context  stale-context verdict (409) for contracts that declare what they consume
-           ─▶ _send           one upstream attempt through the pooled session, trace context injected
-           ─▶ _relay          validate the response when its status has a schema (502 on violation) and
-                              record what it produces, otherwise stream it back untouched
-           ─▶ observer        audit record, metrics, one log line (``gateway/observe.py``)
+           ─▶ checkpoint      a stored answer for this idempotency key is replayed (``X-Checkpoint: hit``)
+           ─▶ attempts        ``gateway/attempts.py``: deadline, breaker, retries, each attempt being
+                 _send          one upstream call through the pooled session (``gateway/upstream.py``)
+                 _relay         validate the response when its status has a schema (502 on violation),
+                                record what it produces; otherwise stream it back untouched
+           ─▶ recovery        when attempts end in failure: escalate, fall back, or reject
+                              (``gateway/recovery.py``)
+           ─▶ observer        audit records, metrics, one log line (``gateway/observe.py``)
 
 Every failure is a :class:`gateway.errors.GatewayError` mapped to a problem document in exactly one place,
 :meth:`Proxy._respond`, so nothing leaves as a bare 500 and nothing invalid is passed on as valid.
@@ -20,21 +24,30 @@ from __future__ import annotations
 import io
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-from opentelemetry import baggage, trace
+from opentelemetry import baggage
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
-from yarl import URL
 
-from gateway.config import Limits, RouteSpec
+from gateway.attempts import (
+    DEADLINE_HEADER,
+    AttemptFailed,
+    BufferedResponse,
+    Failure,
+    Resilience,
+    action_for,
+    failure_statuses,
+)
+from gateway.config import Limits, RouteSpec, Timeouts
 from gateway.context import ContextTracker
 from gateway.contracts.registry import ContractRegistry
 from gateway.contracts.validation import CompiledContract
 from gateway.errors import (
+    BreakerOpen,
     ContractViolation,
     Direction,
     GatewayError,
@@ -49,6 +62,11 @@ from gateway.errors import (
 )
 from gateway.exchange import Exchange
 from gateway.observe import Observer
+from gateway.policies.checkpoint import Checkpoints, Replay, checkpoint_key, request_digest
+from gateway.policies.document import PolicySpec
+from gateway.policies.registry import PolicyRegistry
+from gateway.policies.retry import parse_retry_after
+from gateway.recovery import Recovery
 from gateway.routes import RouteRegistry
 from gateway.telemetry import trace_id_of
 from gateway.transport import (
@@ -59,39 +77,42 @@ from gateway.transport import (
     upstream_request_headers,
     upstream_url,
 )
+from gateway.upstream import RUN_BAGGAGE, UpstreamCall
 
 log = logging.getLogger("agent_gateway.proxy")
 
 VERDICT_HEADER = "X-Contract-Verdict"
 RUN_HEADER = "X-Run-Id"
 AGENT_HEADER = "X-Agent-Name"
-RUN_BAGGAGE = "run.id"
+CHECKPOINT_HEADER = "X-Checkpoint"
 LARGE_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What the proxy works with, assembled once in ``gateway/app.py``."""
+
+    routes: RouteRegistry
+    contracts: ContractRegistry
+    policies: PolicyRegistry
+    session: aiohttp.ClientSession
+    limits: Limits
+    timeouts: Timeouts
+    tracer: Tracer
+    propagator: TextMapPropagator
+    observer: Observer
+    context: ContextTracker
+    resilience: Resilience
+    checkpoints: Checkpoints
+    recovery: Recovery
 
 
 class Proxy:
     """The contract-enforcing reverse proxy; ``handle`` is the aiohttp handler for every data-plane path."""
 
-    def __init__(
-        self,
-        *,
-        routes: RouteRegistry,
-        contracts: ContractRegistry,
-        session: aiohttp.ClientSession,
-        limits: Limits,
-        tracer: Tracer,
-        propagator: TextMapPropagator,
-        observer: Observer,
-        context: ContextTracker,
-    ) -> None:
-        self._routes = routes
-        self._contracts = contracts
-        self._session = session
-        self._limits = limits
-        self._tracer = tracer
-        self._propagator = propagator
-        self._observer = observer
-        self._context = context
+    def __init__(self, parts: Collaborators) -> None:
+        self._p = parts
+        self._limits = parts.limits
         self._in_flight: dict[str, int] = {}
 
     def in_flight(self, route: str) -> int:
@@ -100,12 +121,16 @@ class Proxy:
     def in_flight_by_route(self) -> dict[str, int]:
         return dict(self._in_flight)
 
+    async def outcome(self, request: web.Request) -> web.Response:
+        """Where a caller whose handoff was escalated polls for the person's answer."""
+        return await self._p.recovery.outcome(request)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         exchange = self._begin(request)
         try:
             return await self._respond(exchange)
         finally:
-            self._observer.finish(exchange)
+            self._p.observer.finish(exchange)
             exchange.span.end()
 
     async def _respond(self, exchange: Exchange) -> web.StreamResponse:
@@ -114,34 +139,63 @@ class Proxy:
         except GatewayError as exc:
             if exchange.committed:
                 raise  # the status line is gone: aiohttp can only cut the connection, which tells the caller
-            return self._reject(exchange, exc)
+            return self.reject(exchange, exc)
         except Exception:
             if exchange.committed:
                 raise
             log.exception("unexpected failure", extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id})
-            return self._reject(exchange, GatewayError("The gateway failed unexpectedly; see its logs."))
+            return self.reject(exchange, GatewayError("The gateway failed unexpectedly; see its logs."))
 
     async def _proxy(self, exchange: Exchange) -> web.StreamResponse:
         route = self._route(exchange)
+        policy = self._p.policies.table.lookup(route.name, exchange.contract.id if exchange.contract else None)
         self._admit(route)
         self._in_flight[route.name] = self._in_flight.get(route.name, 0) + 1
         try:
-            body = await self._read_request(exchange)
+            key = checkpoint_key(
+                route.name, exchange.request.method, exchange.path, exchange.request.headers, policy.checkpoint
+            )
+            body = await self._read_request(exchange, policy, key is not None)
             self._check_request(exchange, body)
             await self._check_context(exchange)
-            async with self._send(exchange, body) as upstream:
-                return await self._relay(exchange, upstream)
+            exchange.request_verdict = exchange.verdict
+            if key is None:
+                return await self._attempts(exchange, policy, body, None)
+            digest = request_digest(body)
+            replay = await self._p.checkpoints.begin(key, digest, policy.checkpoint)
+            if replay is not None:
+                return self._replay(exchange, replay)
+            try:
+                response = await self._attempts(exchange, policy, body, key)
+            except BaseException:
+                await self._p.checkpoints.abandon(key)
+                raise
+            await self._store_checkpoint(exchange, key, digest, response, policy)
+            return response
         finally:
             self._in_flight[route.name] -= 1
+
+    async def _attempts(
+        self, exchange: Exchange, policy: PolicySpec, body: bytes | None, key: str | None
+    ) -> web.StreamResponse:
+        async def attempt(number: int, budget: float | None, final: bool) -> web.StreamResponse:
+            return await self._attempt(exchange, policy, body, budget, final)
+
+        try:
+            return await self._p.resilience.run(exchange, policy, attempt)
+        except Failure as failure:
+            if key is not None:
+                await self._p.checkpoints.abandon(key)
+            return await self._p.recovery.recover(self, exchange, failure, policy, body, key)
 
     # -- steps ---------------------------------------------------------------------------------------------
 
     def _begin(self, request: web.Request) -> Exchange:
-        parent = self._propagator.extract(request.headers)
+        parent = self._p.propagator.extract(request.headers)
         run_id = request.headers.get(RUN_HEADER) or baggage.get_baggage(RUN_BAGGAGE, parent)
         generated = not run_id
         run_id = str(run_id) if run_id else secrets.token_hex(8)
-        span = self._tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
+        span = self._p.tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
         source = request.headers.get(AGENT_HEADER, "unknown")
         if span.is_recording():
             span.set_attributes({"run.id": run_id, "agent.source": source})
@@ -150,12 +204,12 @@ class Proxy:
     def _route(self, exchange: Exchange) -> RouteSpec:
         request = exchange.request
         raw_path, _, exchange.query = request.raw_path.partition("?")
-        matched = self._routes.table.match(raw_path)
+        matched = self._p.routes.table.match(raw_path)
         if matched is None:
             raise NoRoute(request.path)
         route, exchange.path = matched
         exchange.route = route
-        exchange.contract = self._contracts.table.find(route.name, request.method, exchange.path)
+        exchange.contract = self._p.contracts.table.find(route.name, request.method, exchange.path)
         span = exchange.span
         if span.is_recording():
             template = exchange.contract.spec.operation.path if exchange.contract else route.effective_prefix
@@ -175,14 +229,15 @@ class Proxy:
         if self._in_flight.get(route.name, 0) >= limit:
             raise RouteOverloaded(route.name, limit)
 
-    async def _read_request(self, exchange: Exchange) -> bytes | None:
-        """The whole body when a contract will validate it; ``None`` means stream it through."""
+    async def _read_request(self, exchange: Exchange, policy: PolicySpec, keyed: bool) -> bytes | None:
+        """The whole body when a contract, a possible retry or a checkpoint needs it; ``None`` = stream it."""
         contract = exchange.contract
-        if contract is None or not contract.buffers_request:
+        needed = keyed or policy.retry is not None or (contract is not None and contract.buffers_request)
+        if not needed or not exchange.request.body_exists:
             length = exchange.request.content_length
             if length is not None and length > self._limits.max_body_bytes:
                 raise PayloadTooLarge(self._limits.max_body_bytes)
-            return None
+            return b"" if needed else None
         try:
             exchange.request_body = await exchange.request.read()
         except web.HTTPRequestEntityTooLarge as exc:
@@ -196,24 +251,44 @@ class Proxy:
         exchange.request_document, (violations, total) = contract.check_request(
             exchange.request, body, self._limits.max_violations
         )
-        self._judge(exchange, contract, "request", violations, total)
+        self.judge(exchange, contract, "request", violations, total)
 
     async def _check_context(self, exchange: Exchange) -> None:
         contract = exchange.contract
         if contract is None or contract.spec.consumes is None:
             return
-        stale = await self._context.check(
+        stale = await self._p.context.check(
             exchange.run_id, contract.spec.consumes, exchange.request_document, exchange.request.headers
         )
         if stale is not None:
-            self._judge(exchange, contract, "request", (stale,), 1, verdict="stale_context")
+            self.judge(exchange, contract, "request", (stale,), 1, verdict="stale_context")
 
-    def _send(self, exchange: Exchange, body: bytes | None) -> _UpstreamCall:
+    async def _attempt(
+        self, exchange: Exchange, policy: PolicySpec, body: bytes | None, budget: float | None, final: bool
+    ) -> web.StreamResponse:
+        """One attempt within ``budget`` seconds; failures become :class:`AttemptFailed` for the retry loop."""
         assert exchange.route is not None
+        try:
+            async with self.send(exchange, exchange.route, body, budget) as upstream:
+                return await self._relay(exchange, upstream, policy, final)
+        except ContractViolation as exc:
+            if exchange.committed:
+                raise
+            raise AttemptFailed("response_invalid", exc) from exc
+        except (UpstreamTimeout, UpstreamError) as exc:
+            if exchange.committed:
+                raise
+            raise AttemptFailed("timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error", exc) from exc
+
+    def send(
+        self, exchange: Exchange, route: RouteSpec, body: bytes | None, timeout: float | None = None
+    ) -> UpstreamCall:
         request = exchange.request
         streamed = body is None
         headers = upstream_request_headers(request, keep_length=streamed)
         headers[RUN_HEADER] = exchange.run_id
+        if timeout is not None:
+            headers[DEADLINE_HEADER] = str(max(1, int(timeout * 1000)))
         if exchange.contract is not None and exchange.contract.responses:
             headers["Accept-Encoding"] = "identity"  # the gateway must be able to read what it validates
         data: AsyncIterator[bytes] | io.BytesIO | bytes | None = body
@@ -221,19 +296,30 @@ class Proxy:
             data = stream_request_body(request, self._limits.max_body_bytes)
         elif body is not None and len(body) > LARGE_BODY:
             data = io.BytesIO(body)  # aiohttp writes large bytes in one go and warns; BytesIO is sent in chunks
-        url = upstream_url(exchange.route.upstream, exchange.path, exchange.query)
-        return _UpstreamCall(self, exchange, request.method, url, headers, data)
+        client_timeout = None
+        if timeout is not None:
+            client_timeout = aiohttp.ClientTimeout(total=timeout, connect=self._p.timeouts.connect,
+                                                   sock_read=self._p.timeouts.read)  # fmt: skip
+        return UpstreamCall(
+            session=self._p.session, tracer=self._p.tracer, propagator=self._p.propagator, exchange=exchange,
+            route=route.name, method=request.method, url=upstream_url(route.upstream, exchange.path, exchange.query),
+            headers=headers, data=data, timeout=client_timeout,
+        )  # fmt: skip
 
-    async def _relay(self, exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _relay(
+        self, exchange: Exchange, upstream: aiohttp.ClientResponse, policy: PolicySpec, final: bool
+    ) -> web.StreamResponse:
         exchange.span.set_attribute("http.response.status_code", upstream.status)
         exchange.status = upstream.status
         headers = downstream_response_headers(upstream)
+        if upstream.status in failure_statuses(policy) and self._status_fails(exchange, policy, final):
+            raise await self._failed_status(exchange, upstream, headers)
         contract = exchange.contract
         schema = contract.response_schema(upstream.status) if contract else None
         if schema is None or contract is None:
             return await self._stream_back(exchange, upstream, headers)
         body = await read_limited(upstream, self._limits.max_body_bytes)
-        exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
+        exchange.upstream_seconds = exchange.attempt_seconds
         if body is None:
             raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
         exchange.response_body = body
@@ -241,15 +327,36 @@ class Proxy:
         exchange.response_document, (violations, total) = contract.check_response(
             schema, body, upstream.content_type, encoding, self._limits.max_violations
         )
-        self._judge(exchange, contract, "response", violations, total)
+        self.judge(exchange, contract, "response", violations, total)
         if contract.spec.produces is not None and 200 <= upstream.status < 300:
-            await self._context.record(exchange.run_id, contract.spec.produces, exchange.response_document, headers)
-        self._mark(exchange, headers)
+            await self._p.context.record(exchange.run_id, contract.spec.produces, exchange.response_document, headers)
+        self.mark(exchange, headers)
         return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=headers)
 
     # -- helpers -------------------------------------------------------------------------------------------
 
-    def _judge(
+    @staticmethod
+    def _status_fails(exchange: Exchange, policy: PolicySpec, final: bool) -> bool:
+        """Whether a listed 5xx is a failure to act on, rather than an answer to relay as it is."""
+        action = action_for("upstream_error", exchange.contract, policy)
+        if action == "retry" and final:
+            action = policy.retry.exhausted if policy.retry is not None else "reject"
+        return action in ("retry", "escalate", "fallback")
+
+    async def _failed_status(
+        self, exchange: Exchange, upstream: aiohttp.ClientResponse, headers: aiohttp.typedefs.LooseHeaders
+    ) -> AttemptFailed:
+        body = await read_limited(upstream, self._limits.max_body_bytes) or b""
+        exchange.upstream_seconds = exchange.attempt_seconds
+        exchange.response_body = body
+        route = exchange.route.name if exchange.route else "?"
+        error = UpstreamError(route, f"Upstream {route!r} answered {upstream.status}.")
+        kept = BufferedResponse(upstream.status, upstream.reason, headers, body)  # type: ignore[arg-type]
+        return AttemptFailed(
+            "upstream_error", error, retry_after=parse_retry_after(upstream.headers.get("Retry-After")), response=kept
+        )
+
+    def judge(
         self,
         exchange: Exchange,
         contract: CompiledContract,
@@ -278,17 +385,15 @@ class Proxy:
             )  # fmt: skip
             return
         raise ContractViolation(
-            contract=contract.id,
-            version=contract.version,
-            direction=direction,
-            violations=violations,
-            total=total,
-            stale=verdict == "stale_context",
-        )
+            contract=contract.id, version=contract.version, direction=direction, violations=violations,
+            total=total, stale=verdict == "stale_context",
+        )  # fmt: skip
 
-    def _mark(self, exchange: Exchange, headers: aiohttp.typedefs.LooseHeaders) -> None:
-        """Verdict and run id headers on whatever goes back to the caller."""
+    def mark(self, exchange: Exchange, headers: aiohttp.typedefs.LooseHeaders) -> None:
+        """Verdict, run id and checkpoint headers on whatever goes back to the caller."""
         headers[RUN_HEADER] = exchange.run_id  # type: ignore[index]
+        if exchange.checkpoint is not None:
+            headers[CHECKPOINT_HEADER] = exchange.checkpoint  # type: ignore[index]
         contract = exchange.contract
         if contract is None or exchange.verdict is None:
             return
@@ -298,7 +403,7 @@ class Proxy:
     async def _stream_back(
         self, exchange: Exchange, upstream: aiohttp.ClientResponse, headers: aiohttp.typedefs.LooseHeaders
     ) -> web.StreamResponse:
-        self._mark(exchange, headers)
+        self.mark(exchange, headers)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         if upstream.content_length is not None:
             if upstream.content_length > self._limits.max_body_bytes:
@@ -313,97 +418,39 @@ class Proxy:
                 raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
             await response.write(chunk)
         await response.write_eof()
-        exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
+        exchange.upstream_seconds = exchange.attempt_seconds
         return response
 
-    def _reject(self, exchange: Exchange, error: GatewayError) -> web.Response:
+    def _replay(self, exchange: Exchange, replay: Replay) -> web.Response:
+        exchange.checkpoint = "hit"
+        exchange.status = replay.status
+        exchange.verdict = exchange.verdict or "valid"
+        headers = dict(replay.headers)
+        self.mark(exchange, headers)
+        return web.Response(body=replay.body, status=replay.status, headers=headers)
+
+    async def _store_checkpoint(
+        self, exchange: Exchange, key: str, digest: str, response: web.StreamResponse, policy: PolicySpec
+    ) -> None:
+        body = exchange.response_body if isinstance(response, web.Response) else None
+        if body is None or not await self._p.checkpoints.complete(
+            key, digest, response.status, response.headers, body, policy.checkpoint
+        ):
+            await self._p.checkpoints.abandon(key)
+            return
+        exchange.checkpoint = "stored"
+        response.headers[CHECKPOINT_HEADER] = "stored"
+
+    def reject(self, exchange: Exchange, error: GatewayError) -> web.Response:
         status = error.status_code()
         exchange.status = status
         exchange.span.set_attribute("http.response.status_code", status)
-        if isinstance(error, UpstreamError):
+        if isinstance(error, BreakerOpen):
+            exchange.verdict = "breaker_open"
+        elif isinstance(error, UpstreamError):
             exchange.verdict = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
         if status >= 500:
             exchange.span.set_status(StatusCode.ERROR, error.detail)
         headers: dict[str, str] = {}
-        self._mark(exchange, headers)
+        self.mark(exchange, headers)
         return problem_response(error, exchange.trace_id, headers)
-
-
-class _UpstreamCall:
-    """One upstream attempt as an async context manager: a CLIENT span (when sampled), trace context and
-    run id injected, and every transport failure mapped to a :class:`GatewayError` raised ``from`` it."""
-
-    def __init__(
-        self,
-        proxy: Proxy,
-        exchange: Exchange,
-        method: str,
-        url: URL,
-        headers: aiohttp.typedefs.LooseHeaders,
-        data: object,
-    ) -> None:
-        self._proxy = proxy
-        self._exchange = exchange
-        self._method = method
-        self._url = url
-        self._headers = headers
-        self._data = data
-        self._response: aiohttp.ClientResponse | None = None
-        self._span: trace.Span | None = None
-
-    @property
-    def _route(self) -> str:
-        return self._exchange.route.name if self._exchange.route else "?"
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        proxy, exchange = self._proxy, self._exchange
-        context = baggage.set_baggage(RUN_BAGGAGE, exchange.run_id, trace.set_span_in_context(exchange.span))
-        if exchange.span.is_recording():
-            self._span = proxy._tracer.start_span(self._method, context=context, kind=SpanKind.CLIENT)
-            self._span.set_attributes(
-                {"http.request.method": self._method, "url.full": str(self._url), "retry.attempt": 1,
-                 "run.id": exchange.run_id, "agent.target": self._route}
-            )  # fmt: skip
-            context = trace.set_span_in_context(self._span, context)
-        proxy._propagator.inject(self._headers, context=context)
-        exchange.upstream_started = time.perf_counter()
-        try:
-            self._response = await proxy._session.request(
-                self._method, self._url, headers=self._headers, data=self._data, allow_redirects=False
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            self._fail(exc)
-            raise UpstreamTimeout(self._route, f"Upstream {self._route!r} did not answer in time.") from exc
-        except aiohttp.ClientConnectorError as exc:
-            self._fail(exc)
-            raise UpstreamError(self._route, f"Cannot connect to upstream {self._route!r}: {exc.os_error}.") from exc
-        except aiohttp.ClientError as exc:
-            self._fail(exc)
-            if isinstance(exc.__cause__, PayloadTooLarge):  # raised by our body stream, wrapped by aiohttp
-                raise exc.__cause__ from exc
-            raise UpstreamError(self._route, f"Upstream {self._route!r} failed: {type(exc).__name__}: {exc}.") from exc
-        if self._span is not None:
-            self._span.set_attribute("http.response.status_code", self._response.status)
-        return self._response
-
-    def _fail(self, exc: BaseException) -> None:
-        exchange = self._exchange
-        exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
-        if self._span is not None:
-            self._span.record_exception(exc)
-            self._span.set_status(StatusCode.ERROR, type(exc).__name__)
-            self._span.end()
-            self._span = None
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if self._response is not None:
-            self._response.release()
-        if self._span is not None:
-            if isinstance(exc, TimeoutError | aiohttp.ClientError):
-                self._span.set_status(StatusCode.ERROR, type(exc).__name__)
-            self._span.end()
-        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(self._route, f"Upstream {self._route!r} stopped sending mid-response.") from exc
-        if isinstance(exc, aiohttp.ClientError):
-            detail = f"Upstream {self._route!r} broke off its response: {type(exc).__name__}."
-            raise UpstreamError(self._route, detail) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -10,8 +11,14 @@ from gateway.audit import AuditLog
 from gateway.config import GatewayConfig
 from gateway.contracts.registry import ContractRegistry
 from gateway.metrics import Metrics
+from gateway.policies.breaker import BreakerRegistry
+from gateway.policies.escalation import Escalations
+from gateway.policies.registry import PolicyRegistry
 from gateway.routes import RouteRegistry
 from gateway.store.base import Store
+
+if TYPE_CHECKING:
+    from gateway.proxy import Proxy
 
 
 @dataclass(slots=True)
@@ -20,8 +27,12 @@ class GatewayState:
     store: Store
     routes: RouteRegistry
     contracts: ContractRegistry
+    policies: PolicyRegistry
     audit: AuditLog
     metrics: Metrics
+    breakers: BreakerRegistry
+    escalations: Escalations
+    proxy: Proxy | None = None
     ready: bool = False
 
 

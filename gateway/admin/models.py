@@ -17,17 +17,13 @@ class Health(_Model):
     contracts: int = 0
 
 
-class ContractSummary(_Model):
+class DocumentSummary(_Model):
     id: str
     latest_version: int
-    active_version: int | None = Field(description="null when the contract was deleted (deactivated)")
+    active_version: int | None = Field(description="null when the document was deleted (taken out of force)")
 
 
-class ContractList(_Model):
-    contracts: list[ContractSummary]
-
-
-class ContractVersion(_Model):
+class DocumentVersion(_Model):
     id: str
     version: int
     active: bool
@@ -35,9 +31,9 @@ class ContractVersion(_Model):
     document: dict[str, Any]
 
 
-class ContractVersionList(_Model):
+class DocumentVersionList(_Model):
     id: str
-    versions: list[ContractVersion]
+    versions: list[DocumentVersion]
 
 
 class Registered(_Model):
@@ -48,10 +44,6 @@ class Registered(_Model):
 
 class RegisteredList(_Model):
     registered: list[Registered]
-
-
-class BulkRegistration(_Model):
-    contracts: list[dict[str, Any]] = Field(description="contract documents, registered all or none")
 
 
 class ActivateRequest(_Model):

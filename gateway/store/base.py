@@ -97,6 +97,49 @@ class ArtifactVersion:
     produced_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class EscalationItem:
+    """A failed handoff waiting for a person: everything needed to judge it, fix it, or replay it."""
+
+    id: str
+    created_at: float
+    status: str
+    """``pending``, ``resolved`` (a person supplied the response), ``replayed`` (a replay succeeded), ``discarded``."""
+    reason: str
+    route: str
+    method: str
+    path: str
+    query: str
+    request_headers: Mapping[str, str]
+    request_body: bytes | None
+    trace_id: str
+    run_id: str
+    attempts: int
+    contract: str | None = None
+    contract_version: int | None = None
+    upstream_status: int | None = None
+    upstream_body: bytes | None = None
+    violations: tuple[Mapping[str, str], ...] = ()
+    checkpoint_key: str | None = None
+    resolution_status: int | None = None
+    resolution_body: bytes | None = None
+    resolved_at: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A stored handoff result keyed by idempotency key; ``state`` is ``in_flight`` until the response is in."""
+
+    key: str
+    request_digest: str
+    state: str
+    expires_at: float
+    status: int | None = None
+    headers: Mapping[str, str] | None = None
+    body: bytes | None = None
+
+
 class Store(Protocol):
     async def list_routes(self) -> list[RouteSpec]: ...
 
@@ -138,6 +181,34 @@ class Store(Protocol):
 
     async def artifact_versions(self, run_id: str, artifact: str) -> list[ArtifactVersion]:
         """Versions of one artifact produced in a run, oldest first."""
+        ...
+
+    async def add_escalation(self, item: EscalationItem) -> None: ...
+
+    async def get_escalation(self, item_id: str) -> EscalationItem | None: ...
+
+    async def list_escalations(self, *, status: str | None, route: str | None, limit: int) -> list[EscalationItem]:
+        """Newest first."""
+        ...
+
+    async def replace_escalation(self, item: EscalationItem) -> None: ...
+
+    async def count_escalations(self, status: str) -> int: ...
+
+    async def claim_checkpoint(
+        self, key: str, request_digest: str, *, now: float, ttl: float
+    ) -> CheckpointRecord | None:
+        """Atomically claim ``key`` for a new call (returns ``None``) unless a live record exists (returned)."""
+        ...
+
+    async def complete_checkpoint(
+        self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes, expires_at: float
+    ) -> None:
+        """Store the response for ``key`` (also when nothing claimed it: a human resolution)."""
+        ...
+
+    async def release_checkpoint(self, key: str) -> None:
+        """Forget an ``in_flight`` claim whose call failed, so the caller may try again."""
         ...
 
     async def close(self) -> None: ...

@@ -8,6 +8,7 @@ contracts that declare stale-context tracking), so this costs nothing on the dat
 from __future__ import annotations
 
 import asyncio
+import base64
 import sqlite3
 import threading
 import time
@@ -19,7 +20,9 @@ import orjson
 from gateway.config import RouteSpec
 from gateway.store.base import (
     ArtifactVersion,
+    CheckpointRecord,
     DocumentHead,
+    EscalationItem,
     FailureCount,
     HandoffRecord,
     RunSummary,
@@ -49,6 +52,14 @@ CREATE TABLE IF NOT EXISTS artifacts (
     version REAL, digest TEXT, produced_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifacts_run ON artifacts (run_id, artifact);
+CREATE TABLE IF NOT EXISTS escalations (
+    id TEXT PRIMARY KEY, created_at REAL NOT NULL, status TEXT NOT NULL, route TEXT NOT NULL, item BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS escalations_status ON escalations (status, created_at);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    key TEXT PRIMARY KEY, request_digest TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL,
+    status INTEGER, headers BLOB, body BLOB
+);
 """
 
 
@@ -60,6 +71,21 @@ def _decode(blob: bytes) -> HandoffRecord:
     fields = orjson.loads(blob)
     fields["violations"] = tuple(fields["violations"])
     return HandoffRecord(**fields)
+
+
+def _encode_item(item: EscalationItem) -> bytes:
+    fields = {name: getattr(item, name) for name in EscalationItem.__slots__}
+    for name in ("request_body", "upstream_body", "resolution_body"):
+        fields[name] = None if fields[name] is None else base64.b64encode(fields[name]).decode()
+    return orjson.dumps(fields)
+
+
+def _decode_item(blob: bytes) -> EscalationItem:
+    fields = orjson.loads(blob)
+    for name in ("request_body", "upstream_body", "resolution_body"):
+        fields[name] = None if fields[name] is None else base64.b64decode(fields[name])
+    fields["violations"] = tuple(fields["violations"])
+    return EscalationItem(**fields)
 
 
 class SQLiteStore:
@@ -220,6 +246,80 @@ class SQLiteStore:
             ).fetchall()
         )
         return [ArtifactVersion(*row) for row in rows]
+
+    async def add_escalation(self, item: EscalationItem) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO escalations VALUES (?, ?, ?, ?, ?)",
+                (item.id, item.created_at, item.status, item.route, _encode_item(item)),
+            )
+        )
+
+    async def get_escalation(self, item_id: str) -> EscalationItem | None:
+        row = await self._run(lambda c: c.execute("SELECT item FROM escalations WHERE id = ?", (item_id,)).fetchone())
+        return None if row is None else _decode_item(row[0])
+
+    async def list_escalations(self, *, status: str | None, route: str | None, limit: int) -> list[EscalationItem]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT item FROM escalations WHERE (? IS NULL OR status = ?) AND (? IS NULL OR route = ?)"
+                " ORDER BY created_at DESC LIMIT ?",
+                (status, status, route, route, limit),
+            ).fetchall()
+        )
+        return [_decode_item(row[0]) for row in rows]
+
+    async def replace_escalation(self, item: EscalationItem) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE escalations SET status = ?, item = ? WHERE id = ?", (item.status, _encode_item(item), item.id)
+            )
+        )
+
+    async def count_escalations(self, status: str) -> int:
+        row = await self._run(
+            lambda c: c.execute("SELECT COUNT(*) FROM escalations WHERE status = ?", (status,)).fetchone()
+        )
+        return int(row[0])
+
+    async def claim_checkpoint(
+        self, key: str, request_digest: str, *, now: float, ttl: float
+    ) -> CheckpointRecord | None:
+        def claim(c: sqlite3.Connection) -> CheckpointRecord | None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute(
+                    "SELECT key, request_digest, state, expires_at, status, headers, body FROM checkpoints"
+                    " WHERE key = ?",
+                    (key,),
+                ).fetchone()
+                if row is not None and row[3] > now:
+                    return CheckpointRecord(
+                        row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5]) if row[5] else None, row[6]
+                    )
+                c.execute(
+                    "INSERT OR REPLACE INTO checkpoints (key, request_digest, state, expires_at)"
+                    " VALUES (?, ?, 'in_flight', ?)",
+                    (key, request_digest, now + ttl),
+                )
+                return None
+            finally:
+                c.execute("COMMIT")
+
+        return await self._run(claim)
+
+    async def complete_checkpoint(
+        self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes, expires_at: float
+    ) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, 'done', ?, ?, ?, ?)",
+                (key, request_digest, expires_at, status, orjson.dumps(dict(headers)), body),
+            )
+        )
+
+    async def release_checkpoint(self, key: str) -> None:
+        await self._run(lambda c: c.execute("DELETE FROM checkpoints WHERE key = ? AND state = 'in_flight'", (key,)))
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())

@@ -1,0 +1,69 @@
+"""Contract endpoints: the shared versioned-document ones plus a dry run through the data plane's validators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
+
+from gateway.admin.api import Endpoint, json_response, parse_body
+from gateway.admin.common import not_found, state_of
+from gateway.admin.documents import versioned_endpoints
+from gateway.admin.models import ValidateRequest, ValidateResult, ViolationOut
+from gateway.contracts.document import contract_meta_schema
+from gateway.contracts.validation import NO_VIOLATIONS, CompiledContract, Verdict
+from gateway.versioning import DocumentNotFound
+
+
+async def validate_payload(request: web.Request) -> web.Response:
+    """Dry-run a payload through the same validators the data plane uses; returns the verdict."""
+    body = await parse_body(request, ValidateRequest)
+    contract_id = request.match_info["id"]
+    try:
+        contract = await state_of(request).contracts.compiled(contract_id, body.version)
+    except DocumentNotFound as exc:
+        raise not_found(f"Contract {contract_id!r}" + (f" version {body.version}" if body.version else "")) from exc
+    limit = state_of(request).config.limits.max_violations
+    checked, (violations, total) = dry_run(contract, body, limit)
+    return json_response(
+        ValidateResult(
+            contract=contract.id, version=contract.version, direction=body.direction, valid=total == 0,
+            checked=checked, violations=[ViolationOut(**v.as_dict()) for v in violations], violation_count=total,
+        )
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunRequest:
+    """A dry-run payload seen as a request (satisfies :class:`gateway.contracts.validation.RequestView`)."""
+
+    content_type: str
+    headers: CIMultiDictProxy[str]
+    query: MultiDict[str]
+
+
+def dry_run(contract: CompiledContract, body: ValidateRequest, limit: int) -> tuple[bool, Verdict]:
+    """``(checked, (violations, total))``; ``checked`` is false when no schema covers the response status."""
+    payload = None if body.payload is None else orjson.dumps(body.payload)
+    if body.direction == "request":
+        view = DryRunRequest(body.content_type, CIMultiDictProxy(CIMultiDict(body.headers)), MultiDict(body.query))
+        return True, contract.check_request(view, payload, limit)[1]
+    schema = contract.response_schema(body.status)
+    if schema is None:
+        return False, NO_VIOLATIONS
+    return True, contract.check_response(schema, payload or b"", body.content_type, None, limit)[1]
+
+
+ENDPOINTS = (
+    *versioned_endpoints("contracts", "contract", lambda state: state.contracts, contract_meta_schema()),
+    Endpoint(
+        "POST",
+        "/contracts/{id}/validate",
+        "Dry-run a payload against a contract",
+        validate_payload,
+        body=ValidateRequest,
+        response=ValidateResult,
+    ),
+)

@@ -1,0 +1,8 @@
+"""Policy endpoints: the shared versioned-document ones (``/policies``)."""
+
+from __future__ import annotations
+
+from gateway.admin.documents import versioned_endpoints
+from gateway.policies.document import policy_meta_schema
+
+ENDPOINTS = tuple(versioned_endpoints("policies", "policy", lambda state: state.policies, policy_meta_schema()))

@@ -1,0 +1,181 @@
+"""Admin endpoints for resilience state: circuit breakers and the escalation dead-letter queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import Field
+
+from gateway.admin.api import Endpoint, parse_body
+from gateway.admin.common import conflict, int_query, not_found, state_of
+from gateway.admin.models import _Model
+from gateway.errors import AdminError, ContractViolation
+from gateway.policies.breaker import CircuitBreaker
+from gateway.policies.checkpoint import Checkpoints, request_digest
+from gateway.policies.escalation import EscalationClosed, EscalationNotFound, public_view
+from gateway.state import GatewayState
+from gateway.store.base import EscalationItem
+from gateway.transport import HOP_BY_HOP, upstream_url
+from gateway.versioning import DocumentNotFound
+
+
+class Resolution(_Model):
+    """A person's corrected answer for an escalated handoff; checked against the contract before it is kept."""
+
+    status: int = Field(200, ge=200, le=599)
+    body: Any
+    note: str | None = None
+
+
+class Discard(_Model):
+    note: str | None = None
+
+
+# -- breakers --------------------------------------------------------------------------------------------
+
+
+def _breaker(request: web.Request) -> CircuitBreaker:
+    breaker = state_of(request).breakers.find(request.match_info["name"])
+    if breaker is None:
+        raise not_found(f"Breaker {request.match_info['name']!r}")
+    return breaker
+
+
+async def list_breakers(request: web.Request) -> web.Response:
+    snapshots = [b.snapshot() for b in state_of(request).breakers.all()]
+    return web.Response(body=orjson.dumps({"breakers": snapshots}), content_type="application/json")
+
+
+async def get_breaker(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps(_breaker(request).snapshot()), content_type="application/json")
+
+
+async def command_breaker(request: web.Request) -> web.Response:
+    """``force-open`` (fail fast until reset), ``force-close`` (let everything through), ``reset`` (closed)."""
+    breaker = _breaker(request)
+    command = request.match_info["command"]
+    actions = {"force-open": breaker.force_open, "force-close": breaker.force_close, "reset": breaker.reset}
+    if command not in actions:
+        raise not_found(f"Breaker command {command!r}")
+    actions[command]()
+    return web.Response(body=orjson.dumps(breaker.snapshot()), content_type="application/json")
+
+
+# -- dead-letter queue -----------------------------------------------------------------------------------
+
+
+def _view(item: EscalationItem) -> web.Response:
+    return web.Response(body=orjson.dumps(public_view(item)), content_type="application/json")
+
+
+async def _pending(state: GatewayState, item_id: str) -> EscalationItem:
+    try:
+        return await state.escalations.pending(item_id)
+    except EscalationNotFound as exc:
+        raise not_found(f"Escalation {item_id!r}") from exc
+    except EscalationClosed as exc:
+        raise conflict(str(exc)) from exc
+
+
+async def list_dlq(request: web.Request) -> web.Response:
+    state = state_of(request)
+    items = await state.store.list_escalations(
+        status=request.query.get("status"), route=request.query.get("route"), limit=int_query(request, "limit", 100)
+    )
+    return web.Response(body=orjson.dumps({"escalations": [public_view(i) for i in items]}),
+                        content_type="application/json")  # fmt: skip
+
+
+async def get_dlq(request: web.Request) -> web.Response:
+    try:
+        return _view(await state_of(request).escalations.get(request.match_info["id"]))
+    except EscalationNotFound as exc:
+        raise not_found(f"Escalation {request.match_info['id']!r}") from exc
+
+
+async def _check_answer(state: GatewayState, item: EscalationItem, status: int, body: bytes) -> None:
+    """Refuse an answer that breaks the contract version the handoff was made under (422, every violation)."""
+    if item.contract is None or item.contract_version is None:
+        return
+    try:
+        contract = await state.contracts.compiled(item.contract, item.contract_version)
+    except DocumentNotFound as exc:
+        raise conflict(f"contract {item.contract} v{item.contract_version} is gone") from exc
+    schema = contract.response_schema(status)
+    if schema is None:
+        return
+    _, (violations, total) = contract.check_response(
+        schema, body, "application/json", None, state.config.limits.max_violations
+    )
+    if total:
+        violation = ContractViolation(
+            contract=contract.id, version=contract.version, direction="response", violations=violations, total=total
+        )
+        raise AdminError(
+            422, f"The answer violates contract {contract.id!r} version {contract.version}; nothing was changed.",
+            kind="response-invalid", title="Answer violates contract",
+            errors=[v.as_dict() for v in violation.violations],
+        )  # fmt: skip
+
+
+async def _accept(state: GatewayState, item: EscalationItem, status: str, answer: tuple[int, bytes],
+                  note: str | None) -> EscalationItem:  # fmt: skip
+    """Close the item with its answer and store that answer as the original request's checkpoint."""
+    closed = await state.escalations.close_item(item, status, response=answer, note=note)
+    if item.checkpoint_key is not None:
+        policy = state.policies.table.lookup(item.route, item.contract)
+        await Checkpoints(state.store).complete(
+            item.checkpoint_key, request_digest(item.request_body), answer[0],
+            {"Content-Type": "application/json"}, answer[1], policy.checkpoint,
+        )  # fmt: skip
+    return closed
+
+
+async def resolve_dlq(request: web.Request) -> web.Response:
+    state = state_of(request)
+    resolution = await parse_body(request, Resolution)
+    item = await _pending(state, request.match_info["id"])
+    answer = (resolution.status, orjson.dumps(resolution.body))
+    await _check_answer(state, item, *answer)
+    return _view(await _accept(state, item, "resolved", answer, resolution.note))
+
+
+async def replay_dlq(request: web.Request) -> web.Response:
+    """Send the stored request to the upstream again; keep its answer only if the contract accepts it."""
+    state = state_of(request)
+    item = await _pending(state, request.match_info["id"])
+    route = state.routes.table.get(item.route)
+    session = state.escalations.session
+    if route is None or session is None:
+        raise conflict(f"route {item.route!r} is gone")
+    headers = {k: v for k, v in item.request_headers.items()
+               if k.lower() not in HOP_BY_HOP | {"host", "content-length"} and v != "[redacted]"}  # fmt: skip
+    url = upstream_url(route.upstream, item.path, item.query)
+    async with session.request(item.method, url, headers=headers, data=item.request_body) as resp:
+        answer = (resp.status, await resp.read())
+    if not 200 <= answer[0] < 300:
+        raise conflict(f"the upstream answered {answer[0]} again; the item stays pending")
+    await _check_answer(state, item, *answer)
+    return _view(await _accept(state, item, "replayed", answer, None))
+
+
+async def discard_dlq(request: web.Request) -> web.Response:
+    state = state_of(request)
+    body = await parse_body(request, Discard)
+    item = await _pending(state, request.match_info["id"])
+    return _view(await state.escalations.close_item(item, "discarded", note=body.note))
+
+
+ENDPOINTS = (
+    Endpoint("GET", "/breakers", "Circuit breakers and their state", list_breakers),
+    Endpoint("GET", "/breakers/{name}", "One circuit breaker", get_breaker),
+    Endpoint("POST", "/breakers/{name}/{command}", "force-open, force-close or reset a breaker", command_breaker),
+    Endpoint("GET", "/dlq", "Escalated handoffs (?status=pending&route=...&limit=100)", list_dlq),
+    Endpoint("GET", "/dlq/{id}", "One escalated handoff with everything needed to judge it", get_dlq),
+    Endpoint("POST", "/dlq/{id}/resolve", "Answer with a corrected response (checked against the contract)",
+             resolve_dlq, body=Resolution),
+    Endpoint("POST", "/dlq/{id}/replay", "Send the stored request to the upstream again", replay_dlq),
+    Endpoint("POST", "/dlq/{id}/discard", "Give up on the item", discard_dlq, body=Discard),
+)  # fmt: skip

@@ -1,0 +1,80 @@
+"""Admin endpoints for what happened: runs and their timelines, failure statistics, metrics."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.admin.api import Endpoint, json_response
+from gateway.admin.common import int_query, not_found, state_of
+from gateway.admin.models import FailureBucket, FailureStats, HandoffOut, RunList, RunOut, RunTimelineOut
+from gateway.audit import timeline
+from gateway.store.base import HandoffRecord, RunSummary
+
+
+def _handoff_out(record: HandoffRecord) -> HandoffOut:
+    fields = {name: getattr(record, name) for name in HandoffRecord.__slots__}
+    fields["violations"] = [dict(v) for v in record.violations]
+    return HandoffOut(**fields)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    state = state_of(request)
+    await state.audit.flush()
+    limit = int_query(request, "limit", 50)
+    runs = await state.store.list_runs(limit)
+    return json_response(RunList(runs=[RunOut(**{n: getattr(r, n) for n in RunSummary.__slots__}) for r in runs]))
+
+
+async def get_run(request: web.Request) -> web.Response:
+    state = state_of(request)
+    await state.audit.flush()
+    run_id = request.match_info["id"]
+    records = await state.store.run_handoffs(run_id)
+    if not records:
+        raise not_found(f"Run {run_id!r}")
+    story = timeline(run_id, records)
+    return json_response(
+        RunTimelineOut(
+            run_id=run_id,
+            handoffs=[_handoff_out(r) for r in story.handoffs],
+            entry_point=_handoff_out(story.entry_point) if story.entry_point else None,
+            downstream=[r.id for r in story.downstream],
+        )
+    )
+
+
+async def failure_stats(request: web.Request) -> web.Response:
+    state = state_of(request)
+    await state.audit.flush()
+    window = float(int_query(request, "window", 3600))
+    counts = await state.store.failure_counts(time.time() - window)
+    by_category: dict[str, int] = {}
+    for c in counts:
+        by_category[c.category] = by_category.get(c.category, 0) + c.count
+    buckets = [FailureBucket(route=c.route, category=c.category, mode=c.mode, count=c.count) for c in counts]
+    stats = FailureStats(
+        window_seconds=window, total=sum(by_category.values()), by_category=by_category, failures=buckets
+    )
+    return json_response(stats)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = state_of(request).metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+ENDPOINTS = (
+    Endpoint("GET", "/runs", "Recent runs (?limit=50)", list_runs, response=RunList),
+    Endpoint("GET", "/runs/{id}", "A run's timeline and where a violation entered", get_run, response=RunTimelineOut),
+    Endpoint(
+        "GET",
+        "/stats/failures",
+        "Failures by route and MAST category (?window=3600 s)",
+        failure_stats,
+        response=FailureStats,
+    ),
+    Endpoint("GET", "/metrics", "Prometheus metrics (text exposition format)", metrics),
+)

@@ -1,0 +1,189 @@
+"""Circuit breakers with resilience4j semantics, one per upstream (or per operation).
+
+States and every legal transition::
+
+    CLOSED ──(failure rate ≥ threshold over the window, with ≥ minimum_calls;
+     ▲        or slow-call rate ≥ its threshold; or consecutive_failures in a row)──▶ OPEN
+     │                                                                             │
+     │                                          (wait_in_open_seconds elapsed, on the next call)
+     │                                                                             ▼
+     └──(the half_open_calls probes finish below the threshold)─────────── HALF_OPEN
+                                     OPEN ◀──(the probes finish at or above the threshold)──┘
+
+    any ──force_open()──▶ FORCED_OPEN      any ──force_close()──▶ DISABLED      any ──reset()──▶ CLOSED
+
+CLOSED and DISABLED permit every call; OPEN and FORCED_OPEN permit none; HALF_OPEN permits exactly
+``half_open_calls`` calls at once (the probes) and rejects the rest. Entering CLOSED or HALF_OPEN starts a fresh
+window. A call counts as a failure when the caller says so (connect error, timeout, a listed 5xx, a response
+contract violation) and as slow when it took at least ``slow_call_seconds``. The clock is injected.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.policies.document import Breaker
+
+Clock = Callable[[], float]
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+
+#: The transitions the breaker may make by itself (manual ones are allowed from any state).
+TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
+    {(State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.CLOSED),
+     (State.HALF_OPEN, State.OPEN)}
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    at: float
+    failed: bool
+    slow: bool
+
+
+class CircuitBreaker:
+    def __init__(self, name: str, policy: Breaker, clock: Clock = time.monotonic) -> None:
+        self.name = name
+        self.policy = policy
+        self._clock = clock
+        self.state = State.CLOSED
+        self._outcomes: deque[Outcome] = deque()
+        self._consecutive = 0
+        self._opened_at = 0.0
+        self._probes_in_flight = 0
+        self.transitions: list[tuple[State, State]] = []
+
+    # -- permission --------------------------------------------------------------------------------------
+
+    def try_acquire(self) -> bool:
+        """May a call go to the upstream now? A ``True`` must be followed by ``on_result`` or ``release``."""
+        if self.state is State.OPEN and self._clock() - self._opened_at >= self.policy.wait_in_open_seconds:
+            self._move(State.HALF_OPEN)
+        if self.state in (State.CLOSED, State.DISABLED):
+            return True
+        if self.state is State.HALF_OPEN and len(self._outcomes) + self._probes_in_flight < self.policy.half_open_calls:
+            self._probes_in_flight += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        """Give back a permission whose call produced no verdict (cancelled, or refused locally)."""
+        if self.state is State.HALF_OPEN and self._probes_in_flight:
+            self._probes_in_flight -= 1
+
+    def retry_after(self) -> float:
+        """Seconds until an OPEN breaker will admit probes (for ``Retry-After``)."""
+        if self.state is not State.OPEN:
+            return 1.0
+        return max(1.0, self.policy.wait_in_open_seconds - (self._clock() - self._opened_at))
+
+    # -- outcomes ----------------------------------------------------------------------------------------
+
+    def on_result(self, *, failed: bool, duration: float) -> None:
+        slow = self.policy.slow_call_seconds is not None and duration >= self.policy.slow_call_seconds
+        if self.state is State.HALF_OPEN:
+            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+        elif self.state is not State.CLOSED:
+            return  # DISABLED records nothing; a late result after OPEN/FORCED_OPEN changes nothing
+        self._outcomes.append(Outcome(self._clock(), failed, slow))
+        self._consecutive = self._consecutive + 1 if failed else 0
+        self._trim()
+        self._evaluate()
+
+    def _trim(self) -> None:
+        if self.state is State.HALF_OPEN:
+            return
+        if self.policy.window == "count":
+            while len(self._outcomes) > self.policy.window_size:
+                self._outcomes.popleft()
+        else:
+            horizon = self._clock() - self.policy.window_size
+            while self._outcomes and self._outcomes[0].at <= horizon:
+                self._outcomes.popleft()
+
+    def _rates(self) -> tuple[float, float]:
+        calls = len(self._outcomes)
+        failures = sum(o.failed for o in self._outcomes)
+        slow = sum(o.slow for o in self._outcomes)
+        return failures / calls, slow / calls
+
+    def _tripped(self) -> bool:
+        failure_rate, slow_rate = self._rates()
+        return failure_rate >= self.policy.failure_rate_threshold or (
+            self.policy.slow_call_seconds is not None and slow_rate >= self.policy.slow_call_rate_threshold
+        )
+
+    def _evaluate(self) -> None:
+        p = self.policy
+        if self.state is State.HALF_OPEN:
+            if len(self._outcomes) >= p.half_open_calls:
+                self._move(State.OPEN if self._tripped() else State.CLOSED)
+            return
+        if (p.consecutive_failures is not None and self._consecutive >= p.consecutive_failures) or (
+            len(self._outcomes) >= p.minimum_calls and self._tripped()
+        ):
+            self._move(State.OPEN)
+
+    # -- transitions -------------------------------------------------------------------------------------
+
+    def _move(self, target: State, *, manual: bool = False) -> None:
+        if not manual and (self.state, target) not in TRANSITIONS:
+            raise RuntimeError(f"illegal breaker transition {self.state.value} → {target.value}")
+        self.transitions.append((self.state, target))
+        self.state = target
+        self._outcomes.clear()
+        self._consecutive = 0
+        self._probes_in_flight = 0
+        if target is State.OPEN:
+            self._opened_at = self._clock()
+
+    def force_open(self) -> None:
+        self._move(State.FORCED_OPEN, manual=True)
+
+    def force_close(self) -> None:
+        self._move(State.DISABLED, manual=True)
+
+    def reset(self) -> None:
+        self._move(State.CLOSED, manual=True)
+
+    def snapshot(self) -> dict[str, object]:
+        calls = len(self._outcomes)
+        failure_rate, slow_rate = self._rates() if calls else (0.0, 0.0)
+        return {
+            "name": self.name, "state": self.state.value, "calls_in_window": calls,
+            "failure_rate": round(failure_rate, 4), "slow_call_rate": round(slow_rate, 4),
+            "consecutive_failures": self._consecutive, "probes_in_flight": self._probes_in_flight,
+        }  # fmt: skip
+
+
+class BreakerRegistry:
+    """Breakers by name (``route:<name>`` or ``operation:<contract id>``), created on first use and replaced
+    when the policy that configures them changes."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def get(self, name: str, policy: Breaker) -> CircuitBreaker:
+        breaker = self._breakers.get(name)
+        if breaker is None or breaker.policy != policy:
+            breaker = self._breakers[name] = CircuitBreaker(name, policy, self._clock)
+        return breaker
+
+    def find(self, name: str) -> CircuitBreaker | None:
+        return self._breakers.get(name)
+
+    def all(self) -> list[CircuitBreaker]:
+        return [self._breakers[name] for name in sorted(self._breakers)]

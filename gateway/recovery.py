@@ -1,0 +1,132 @@
+"""What the proxy answers when the attempts are over and failed: escalate, fall back, or reject.
+
+- ``escalate``: the handoff goes to the dead-letter queue with everything a person needs, the webhook is
+  notified, and the caller gets the policy's answer: ``503`` problem or ``202`` — both carrying the
+  ``escalation_id`` and the ``outcome_url`` to poll (``/.well-known/agent-gateway/escalations/{id}``).
+- ``fallback``: the policy's static answer or alternative route — and that answer is checked against the
+  contract like any other: an invalid fallback is refused (502), never passed on.
+- ``reject``: the upstream's own answer when there was one (a listed 5xx), else the problem document.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.attempts import Failure
+from gateway.errors import AdminError, Escalated, FallbackInvalid, problem_response
+from gateway.exchange import Exchange
+from gateway.jsonpointer import REDACTED
+from gateway.policies.document import PolicySpec
+from gateway.policies.escalation import OUTCOME_PATH, EscalationNotFound, Escalations, new_item_id, public_view
+from gateway.routes import RouteRegistry
+from gateway.store.base import EscalationItem
+
+if TYPE_CHECKING:
+    from gateway.proxy import Proxy
+
+SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+FALLBACK_HEADER = "X-Fallback"
+
+
+class Recovery:
+    def __init__(self, escalations: Escalations, routes: RouteRegistry, max_violations: int) -> None:
+        self.escalations = escalations
+        self._routes = routes
+        self._max_violations = max_violations
+
+    async def recover(
+        self, proxy: Proxy, exchange: Exchange, failure: Failure, policy: PolicySpec, body: bytes | None,
+        key: str | None,
+    ) -> web.StreamResponse:  # fmt: skip
+        if failure.action == "escalate":
+            return await self._escalate(proxy, exchange, failure, policy, body, key)
+        if failure.action == "fallback" and policy.fallback is not None:
+            return await self._fallback(proxy, exchange, failure, policy, body)
+        if failure.response is not None:
+            proxy.mark(exchange, failure.response.headers)
+            return failure.response.to_web()
+        raise failure.error
+
+    async def _escalate(
+        self, proxy: Proxy, exchange: Exchange, failure: Failure, policy: PolicySpec, body: bytes | None,
+        key: str | None,
+    ) -> web.StreamResponse:  # fmt: skip
+        assert exchange.route is not None
+        request = exchange.request
+        contract = exchange.contract
+        item = EscalationItem(
+            id=new_item_id(), created_at=time.time(), status="pending", reason=failure.condition,
+            route=exchange.route.name, method=request.method, path=exchange.path, query=exchange.query,
+            request_headers={k: REDACTED if k.lower() in SENSITIVE_HEADERS else v for k, v in request.headers.items()},
+            request_body=body, trace_id=exchange.trace_id, run_id=exchange.run_id, attempts=failure.attempts,
+            contract=contract.id if contract else None, contract_version=contract.version if contract else None,
+            upstream_status=failure.response.status if failure.response else (exchange.status or None),
+            upstream_body=exchange.response_body, violations=tuple(exchange.violations), checkpoint_key=key,
+        )  # fmt: skip
+        await self.escalations.escalate(item, policy.escalation.webhook)
+        exchange.notes.append(f"escalation={item.id}")
+        outcome = OUTCOME_PATH + item.id
+        if policy.escalation.respond_status == 503:
+            raise Escalated(item.id, failure.condition, outcome) from failure.error
+        exchange.status = 202
+        headers = {"Location": outcome}
+        proxy.mark(exchange, headers)
+        document = {"escalation_id": item.id, "status": "pending", "reason": failure.condition, "outcome_url": outcome}
+        return web.json_response(document, status=202, headers=headers)
+
+    async def _fallback(
+        self, proxy: Proxy, exchange: Exchange, failure: Failure, policy: PolicySpec, body: bytes | None
+    ) -> web.StreamResponse:
+        fallback = policy.fallback
+        assert fallback is not None
+        if fallback.route is not None:
+            route = self._routes.table.get(fallback.route)
+            if route is None:
+                raise failure.error
+            async with proxy.send(exchange, route, body) as upstream:
+                status, answer = upstream.status, await upstream.read()
+                content_type = upstream.content_type
+            origin = f"route:{route.name}"
+        else:
+            status, answer, content_type = fallback.status, orjson.dumps(fallback.body), "application/json"
+            origin = "static"
+        self._check_fallback(exchange, status, answer, content_type)
+        exchange.status = status
+        exchange.notes.append(f"fallback={origin}")
+        headers = CIMultiDict({"Content-Type": content_type, FALLBACK_HEADER: origin})
+        proxy.mark(exchange, headers)
+        return web.Response(body=answer, status=status, headers=headers)
+
+    def _check_fallback(self, exchange: Exchange, status: int, answer: bytes, content_type: str) -> None:
+        contract = exchange.contract
+        schema = contract.response_schema(status) if contract else None
+        if contract is None or schema is None:
+            return
+        _, (violations, total) = contract.check_response(schema, answer, content_type, None, self._max_violations)
+        if total:
+            raise FallbackInvalid(
+                contract=contract.id, version=contract.version, direction="response", violations=violations,
+                total=total,
+            )  # fmt: skip
+
+    async def outcome(self, request: web.Request) -> web.Response:
+        """``GET /.well-known/agent-gateway/escalations/{id}`` on the data plane: the caller polls here."""
+        try:
+            item = await self.escalations.get(request.match_info["id"])
+        except EscalationNotFound:
+            missing = AdminError(
+                404, f"No escalation {request.match_info['id']!r}.", kind="not-found", title="Not found"
+            )
+            return problem_response(missing, None)
+        if item.status in ("resolved", "replayed") and item.resolution_status is not None:
+            return web.Response(
+                body=item.resolution_body, status=item.resolution_status, content_type="application/json",
+                headers={"X-Escalation-Status": item.status, "X-Escalation-Id": item.id},
+            )  # fmt: skip
+        view = {k: v for k, v in public_view(item).items() if k in ("id", "status", "reason", "created_at")}
+        return web.json_response(view, status=410 if item.status == "discarded" else 202)

@@ -1,0 +1,103 @@
+"""One upstream attempt: a CLIENT span (when sampled), trace context, run id and deadline injected, and every
+transport failure mapped to a :class:`GatewayError` raised ``from`` the original."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from opentelemetry import baggage, trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
+from yarl import URL
+
+from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.exchange import Exchange
+
+RUN_BAGGAGE = "run.id"
+
+
+class UpstreamCall:
+    """An async context manager around ``session.request``; the response is released on exit."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        tracer: Tracer,
+        propagator: TextMapPropagator,
+        exchange: Exchange,
+        route: str,
+        method: str,
+        url: URL,
+        headers: aiohttp.typedefs.LooseHeaders,
+        data: object,
+        timeout: aiohttp.ClientTimeout | None,
+    ) -> None:
+        self._session = session
+        self._tracer = tracer
+        self._propagator = propagator
+        self._exchange = exchange
+        self._route = route
+        self._method = method
+        self._url = url
+        self._headers = headers
+        self._data = data
+        self._timeout = timeout
+        self._response: aiohttp.ClientResponse | None = None
+        self._span: trace.Span | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        exchange = self._exchange
+        context = baggage.set_baggage(RUN_BAGGAGE, exchange.run_id, trace.set_span_in_context(exchange.span))
+        if exchange.span.is_recording():
+            self._span = self._tracer.start_span(self._method, context=context, kind=SpanKind.CLIENT)
+            self._span.set_attributes(
+                {"http.request.method": self._method, "url.full": str(self._url), "retry.attempt": exchange.attempt,
+                 "run.id": exchange.run_id, "agent.target": self._route}
+            )  # fmt: skip
+            if exchange.breaker_state is not None:
+                self._span.set_attribute("breaker.state", exchange.breaker_state)
+            context = trace.set_span_in_context(self._span, context)
+        self._propagator.inject(self._headers, context=context)
+        exchange.upstream_started = time.perf_counter()
+        try:
+            self._response = await self._session.request(
+                self._method, self._url, headers=self._headers, data=self._data, allow_redirects=False,
+                timeout=self._timeout or self._session.timeout,
+            )  # fmt: skip
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            self._fail(exc)
+            raise UpstreamTimeout(self._route, f"Upstream {self._route!r} did not answer in time.") from exc
+        except aiohttp.ClientConnectorError as exc:
+            self._fail(exc)
+            raise UpstreamError(self._route, f"Cannot connect to upstream {self._route!r}: {exc.os_error}.") from exc
+        except aiohttp.ClientError as exc:
+            self._fail(exc)
+            if isinstance(exc.__cause__, PayloadTooLarge):  # raised by our body stream, wrapped by aiohttp
+                raise exc.__cause__ from exc
+            raise UpstreamError(self._route, f"Upstream {self._route!r} failed: {type(exc).__name__}: {exc}.") from exc
+        if self._span is not None:
+            self._span.set_attribute("http.response.status_code", self._response.status)
+        return self._response
+
+    def _fail(self, exc: BaseException) -> None:
+        self._exchange.upstream_seconds = self._exchange.attempt_seconds
+        if self._span is not None:
+            self._span.record_exception(exc)
+            self._span.set_status(StatusCode.ERROR, type(exc).__name__)
+            self._span.end()
+            self._span = None
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if self._response is not None:
+            self._response.release()
+        if self._span is not None:
+            if isinstance(exc, TimeoutError | aiohttp.ClientError):
+                self._span.set_status(StatusCode.ERROR, type(exc).__name__)
+            self._span.end()
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(self._route, f"Upstream {self._route!r} stopped sending mid-response.") from exc
+        if isinstance(exc, aiohttp.ClientError):
+            detail = f"Upstream {self._route!r} broke off its response: {type(exc).__name__}."
+            raise UpstreamError(self._route, detail) from exc
