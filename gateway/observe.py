@@ -10,10 +10,11 @@ import hashlib
 import logging
 import secrets
 import time
+from dataclasses import replace
 
 from gateway.audit import AuditLog
 from gateway.config import AuditSettings
-from gateway.exchange import Exchange
+from gateway.exchange import AttemptSummary, Exchange
 from gateway.jsonpointer import redact
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
@@ -21,6 +22,7 @@ from gateway.store.base import HandoffRecord
 from gateway.taxonomy import classify
 
 access_log = logging.getLogger(ACCESS_LOGGER)
+_REASONS = {"upstream_timeout": "timeout"}
 
 
 def _digest(body: bytes | None) -> str | None:
@@ -47,7 +49,13 @@ class Observer:
         verdict = exchange.verdict or "unchecked"
         taxonomy = classify(verdict, exchange.violations)
         self._measure(exchange, route, verdict, taxonomy, elapsed)
+        for failed in exchange.failed_attempts:
+            self._metrics.retries.labels(route, _REASONS.get(failed.verdict, failed.verdict)).inc()
+        if exchange.checkpoint == "hit":
+            self._metrics.checkpoint_hits.labels(route).inc()
         if exchange.route is not None and self._audit.enabled:
+            for failed in exchange.failed_attempts:
+                self._audit.record(self._attempt_record(exchange, failed))
             self._audit.record(self._record(exchange, verdict, taxonomy, elapsed))
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
@@ -87,7 +95,7 @@ class Observer:
             id=secrets.token_hex(8),
             run_id=exchange.run_id,
             step=exchange.step,
-            attempt=1,
+            attempt=exchange.attempt,
             source=exchange.source,
             target=exchange.route.name,
             method=exchange.request.method,
@@ -110,4 +118,15 @@ class Observer:
             response_sha256=_digest(exchange.response_body),
             request_payload=redact(exchange.request_document, pointers) if keep else None,
             response_payload=redact(exchange.response_document, pointers) if keep else None,
+        )  # fmt: skip
+
+    def _attempt_record(self, exchange: Exchange, failed: AttemptSummary) -> HandoffRecord:
+        """A retried attempt: what the agent answered that time, and why it was not accepted."""
+        taxonomy = classify(failed.verdict, failed.violations)
+        base = self._record(exchange, failed.verdict, taxonomy, failed.upstream_seconds or 0.0)
+        return replace(
+            base, attempt=failed.number, status=failed.status, violations=failed.violations,
+            violation_count=failed.violation_count, upstream_ms=_ms(failed.upstream_seconds),
+            response_bytes=_size(failed.response_body, None), response_sha256=_digest(failed.response_body),
+            response_payload=None,
         )  # fmt: skip

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import orjson
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 FALLBACK_HEADER = "X-Fallback"
+
+
+def _safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Request headers as stored for people to read: credentials replaced by "[redacted]"."""
+    return {str(k): REDACTED if k.lower() in SENSITIVE_HEADERS else v for k, v in headers.items()}
 
 
 class Recovery:
@@ -62,7 +68,7 @@ class Recovery:
         item = EscalationItem(
             id=new_item_id(), created_at=time.time(), status="pending", reason=failure.condition,
             route=exchange.route.name, method=request.method, path=exchange.path, query=exchange.query,
-            request_headers={k: REDACTED if k.lower() in SENSITIVE_HEADERS else v for k, v in request.headers.items()},
+            request_headers=_safe_headers(request.headers),
             request_body=body, trace_id=exchange.trace_id, run_id=exchange.run_id, attempts=failure.attempts,
             contract=contract.id if contract else None, contract_version=contract.version if contract else None,
             upstream_status=failure.response.status if failure.response else (exchange.status or None),

@@ -68,7 +68,7 @@ class Checkpoints:
         if not 200 <= status < 300 or len(body) > policy.max_bytes:
             await self.abandon(key)
             return False
-        kept = {k: v for k, v in headers.items() if k.lower() in _KEPT_HEADERS}
+        kept = {str(k): v for k, v in headers.items() if k.lower() in _KEPT_HEADERS}
         await self._store.complete_checkpoint(
             key, digest, status=status, headers=kept, body=body, expires_at=self._clock() + policy.ttl_seconds
         )
