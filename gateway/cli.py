@@ -21,7 +21,7 @@ from gateway.contracts.document import ContractDocumentError, load_document_file
 from gateway.logs import configure_logging
 from gateway.report import render_timeline
 
-REPO_CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _print_json(value: Any) -> None:
@@ -59,7 +59,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from gateway.demo.pipeline import run_demo
 
     logging.basicConfig(level=logging.ERROR)
-    return await run_demo(args.contracts)
+    return await run_demo(args.contracts, args.policies)
 
 
 async def _contracts(args: argparse.Namespace) -> int:
@@ -132,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     demo = sub.add_parser("demo", help="run the demo pipeline on loopback and print a handoff report")
-    demo.add_argument("--contracts", type=Path, default=REPO_CONTRACTS, help="directory of demo contracts")
+    demo.add_argument("--contracts", type=Path, default=REPO / "contracts", help="directory of demo contracts")
+    demo.add_argument("--policies", type=Path, default=REPO / "policies", help="directory of demo policies")
     demo.set_defaults(run=_demo)
 
     admin_url = argparse.ArgumentParser(add_help=False)

@@ -36,6 +36,7 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from gateway.attempts import (
     DEADLINE_HEADER,
     AttemptFailed,
+    AttemptFn,
     BufferedResponse,
     Failure,
     Resilience,
@@ -160,13 +161,16 @@ class Proxy:
             await self._check_context(exchange)
             exchange.request_verdict = exchange.verdict
             if key is None:
-                return await self._attempts(exchange, policy, body, None)
+                return await self._attempts(exchange, policy, body)
             digest = request_digest(body)
             replay = await self._p.checkpoints.begin(key, digest, policy.checkpoint)
             if replay is not None:
                 return self._replay(exchange, replay)
             try:
-                response = await self._attempts(exchange, policy, body, key)
+                response = await self._p.resilience.run(exchange, policy, self._attempt_fn(exchange, policy, body))
+            except Failure as failure:
+                await self._p.checkpoints.abandon(key)  # only an agent's validated answer becomes a checkpoint
+                return await self._p.recovery.recover(self, exchange, failure, policy, body, key)
             except BaseException:
                 await self._p.checkpoints.abandon(key)
                 raise
@@ -175,18 +179,17 @@ class Proxy:
         finally:
             self._in_flight[route.name] -= 1
 
-    async def _attempts(
-        self, exchange: Exchange, policy: PolicySpec, body: bytes | None, key: str | None
-    ) -> web.StreamResponse:
+    async def _attempts(self, exchange: Exchange, policy: PolicySpec, body: bytes | None) -> web.StreamResponse:
+        try:
+            return await self._p.resilience.run(exchange, policy, self._attempt_fn(exchange, policy, body))
+        except Failure as failure:
+            return await self._p.recovery.recover(self, exchange, failure, policy, body, None)
+
+    def _attempt_fn(self, exchange: Exchange, policy: PolicySpec, body: bytes | None) -> AttemptFn:
         async def attempt(number: int, budget: float | None, final: bool) -> web.StreamResponse:
             return await self._attempt(exchange, policy, body, budget, final)
 
-        try:
-            return await self._p.resilience.run(exchange, policy, attempt)
-        except Failure as failure:
-            if key is not None:
-                await self._p.checkpoints.abandon(key)
-            return await self._p.recovery.recover(self, exchange, failure, policy, body, key)
+        return attempt
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -398,6 +401,8 @@ class Proxy:
         if contract is None or exchange.verdict is None:
             return
         parts = [exchange.verdict, f"contract={contract.id}", f"version={contract.version}", *exchange.notes]
+        if exchange.attempt > 1:
+            parts.append(f"attempts={exchange.attempt}")
         headers[VERDICT_HEADER] = "; ".join(parts)  # type: ignore[index]
 
     async def _stream_back(

@@ -374,3 +374,20 @@ async def test_policy_documents_are_versioned_and_checked(gateway: RunningGatewa
     await admin.request("PUT", "/policies/p4", body={"id": "p4", "attach": {"contract": "agent.tasks"}})
     assert gateway.state.policies.table.lookup("agent", "agent.tasks").id == "p4"
     assert gateway.state.policies.table.lookup("agent", "other").id == "p1"
+
+
+async def test_an_escalated_answer_is_never_kept_as_a_checkpoint(
+    gateway: RunningGateway, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    upstream.handler = scripted((200, {"result": 7}), (200, VALID))
+    await setup(
+        gateway, {"failure_modes": {"response_invalid": "escalate"}}, policy(escalation={"respond_status": 202})
+    )
+    first = await post(http, gateway, **{"Idempotency-Key": "k"})
+    assert first.status == 202
+    assert "X-Checkpoint" not in first.headers
+    again = await post(http, gateway, **{"Idempotency-Key": "k"})  # not resolved yet: the agent is asked again
+    assert again.status == 200
+    assert await again.json() == VALID
+    assert again.headers["X-Checkpoint"] == "stored"
+    assert len(upstream.seen) == 2

@@ -21,6 +21,7 @@ from gateway.app import RunningGateway, start_gateway
 from gateway.config import GatewayConfig
 from gateway.contracts.document import load_document_file
 from gateway.demo.agents import AGENTS, FAULT_HEADER, start_agents
+from gateway.demo.resilience import resilience_runs
 from gateway.proxy import VERDICT_HEADER
 from gateway.report import render_timeline
 
@@ -78,21 +79,34 @@ class Demo:
 
     async def handoff(
         self, session: aiohttp.ClientSession, run_id: str, step: int, source: str, target: str, payload: Any,
-        *, fault: str = "", shadow: bool = False,
+        *, fault: str = "", shadow: bool = False, key: str | None = None,
     ) -> tuple[Handoff, Any]:  # fmt: skip
         """One call from ``source`` to ``target`` through the gateway; returns what the report needs and the
         parsed answer (``None`` when the gateway refused)."""
         path = AGENTS[target][0]
         headers = {"X-Run-Id": run_id, "X-Agent-Name": source, FAULT_HEADER: fault}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         before = self.hits[target]
         async with session.post(f"{self.gateway.data_url}/{target}{path}", json=payload, headers=headers) as resp:
             body = await resp.read()
             verdict, _, notes = resp.headers.get(VERDICT_HEADER, "-").partition(";")
-            detail = _first_violation(body) if resp.status != 200 else ("" if verdict == "valid" else notes.strip())
+            detail = _first_violation(body) if resp.status >= 300 else notes.strip() if verdict != "valid" else ""
+            if "attempts=" in notes:
+                detail = notes[notes.index("attempts=") :].split(";")[0]
+            if resp.status == 202:
+                detail = f"escalated: {orjson.loads(body)['escalation_id']}"
+            if "X-Checkpoint" in resp.headers:
+                detail = (detail + f" checkpoint {resp.headers['X-Checkpoint']}").strip()
             if resp.status == 200 and verdict not in ("valid", "-") and not shadow:
                 self.passed_invalid += 1
             record = Handoff(step, source, target, resp.status, verdict, detail, self.hits[target] > before)
             return record, orjson.loads(body) if resp.status == 200 else None
+
+    async def step(self, session: aiohttp.ClientSession, run_id: str, number: int, source: str, target: str,
+                   payload: Any, **kwargs: Any) -> tuple[Handoff, Any]:  # fmt: skip
+        """A handoff whose step has an idempotency key, so it can be checkpointed and resumed."""
+        return await self.handoff(session, run_id, number, source, target, payload, key=f"{run_id}:{number}", **kwargs)
 
     async def run(self, session: aiohttp.ClientSession, number: int, scenario: Scenario) -> list[Handoff]:
         """Drive one pipeline run; stop at the first handoff the gateway refuses, as a pipeline must."""
@@ -158,8 +172,9 @@ def load_contract_documents(directory: Path) -> list[dict[str, Any]]:
     return [load_document_file(p) for p in sorted(directory.glob("*.y*ml"))]
 
 
-async def run_demo(contracts_dir: Path, out: TextIO = sys.stdout) -> int:
+async def run_demo(contracts_dir: Path, policies_dir: Path, out: TextIO = sys.stdout) -> int:
     documents = load_contract_documents(contracts_dir)
+    policies = load_contract_documents(policies_dir)
     hits: Counter[str] = Counter()
     urls, stop_agents = await start_agents(hits)
     token = secrets.token_urlsafe(16)
@@ -182,8 +197,11 @@ async def run_demo(contracts_dir: Path, out: TextIO = sys.stdout) -> int:
             print("\nWhere did run demo-6 break? (agent-gateway runs show demo-6)", file=out)
             print(render_timeline(await admin.request("GET", "/runs/demo-6")), file=out)
             runs.append(await demo.stale_run(session, len(runs) + 1))
+            runs += await resilience_runs(admin, demo, session, policies, len(runs) + 1)
         handoffs = [h for run in runs for h in run]
-        rejected = sum(1 for h in handoffs if h.status in (409, 422, 502))
+        rejected = sum(
+            1 for h in handoffs if h.status in (409, 422, 502) and h.verdict.endswith(("invalid", "context"))
+        )
         print(
             f"\nSummary: {len(runs)} runs, {len(handoffs)} handoffs, {rejected} refused by contract, "
             f"invalid payloads passed on as valid in enforce mode: {demo.passed_invalid}",
