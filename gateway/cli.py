@@ -1,4 +1,5 @@
-"""The ``agent-gateway`` command: ``serve``, ``demo``, and ``contracts``/``routes`` against the admin API."""
+"""The ``agent-gateway`` command: ``serve``, ``demo``, and ``contracts``/``policies``/``routes``/``runs`` against
+the admin API."""
 
 from __future__ import annotations
 
@@ -62,19 +63,21 @@ async def _demo(args: argparse.Namespace) -> int:
     return await run_demo(args.contracts, args.policies)
 
 
-async def _contracts(args: argparse.Namespace) -> int:
+async def _documents(args: argparse.Namespace) -> int:
+    """``contracts`` and ``policies``: the same verbs on either collection (plus ``validate`` for contracts)."""
+    base = f"/{args.collection}"
     async with AdminClient(args.admin_url) as admin:
         if args.action == "push":
             documents = [load_document_file(path) for path in args.files]
             query = "" if args.activate else "?activate=false"
-            _print_json(await admin.request("POST", f"/contracts{query}", body={"contracts": documents}))
+            _print_json(await admin.request("POST", base + query, body={args.collection: documents}))
         elif args.action == "list":
-            _print_json(await admin.request("GET", "/contracts"))
+            _print_json(await admin.request("GET", base))
         elif args.action == "show":
             suffix = f"/versions/{args.version}" if args.version else ""
-            _print_json(await admin.request("GET", f"/contracts/{args.id}{suffix}"))
+            _print_json(await admin.request("GET", f"{base}/{args.id}{suffix}"))
         elif args.action == "activate":
-            _print_json(await admin.request("POST", f"/contracts/{args.id}/activate", body={"version": args.version}))
+            _print_json(await admin.request("POST", f"{base}/{args.id}/activate", body={"version": args.version}))
         elif args.action == "validate":
             body = {
                 "direction": args.direction,
@@ -82,10 +85,29 @@ async def _contracts(args: argparse.Namespace) -> int:
                 "version": args.version,
                 "payload": orjson.loads(args.payload.read_bytes()),
             }
-            result = await admin.request("POST", f"/contracts/{args.id}/validate", body=body)
+            result = await admin.request("POST", f"{base}/{args.id}/validate", body=body)
             _print_json(result)
             return 0 if result["valid"] else 1
     return 0
+
+
+def _document_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], admin_url: argparse.ArgumentParser, collection: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    parser = sub.add_parser(collection, help=f"manage {collection} through the admin API")
+    actions = parser.add_subparsers(dest="action", required=True)
+    push = actions.add_parser("push", parents=[admin_url], help="register files as one atomic change")
+    push.add_argument("files", type=Path, nargs="+")
+    push.add_argument("--no-activate", dest="activate", action="store_false", help="store without activating")
+    actions.add_parser("list", parents=[admin_url])
+    show = actions.add_parser("show", parents=[admin_url])
+    show.add_argument("id")
+    show.add_argument("--version", type=int)
+    activate = actions.add_parser("activate", parents=[admin_url], help="activate or roll back to a version")
+    activate.add_argument("id")
+    activate.add_argument("version", type=int)
+    parser.set_defaults(run=_documents, collection=collection)
+    return actions
 
 
 async def _runs(args: argparse.Namespace) -> int:
@@ -139,25 +161,15 @@ def _parser() -> argparse.ArgumentParser:
     admin_url = argparse.ArgumentParser(add_help=False)
     admin_url.add_argument("--admin-url", help="admin API URL (default $GATEWAY_ADMIN_URL or 127.0.0.1:9901)")
 
-    contracts = sub.add_parser("contracts", help="manage contracts through the admin API")
-    actions = contracts.add_subparsers(dest="action", required=True)
-    push = actions.add_parser("push", parents=[admin_url], help="register files as one atomic change")
-    push.add_argument("files", type=Path, nargs="+")
-    push.add_argument("--no-activate", dest="activate", action="store_false", help="store without enforcing")
-    actions.add_parser("list", parents=[admin_url])
-    show = actions.add_parser("show", parents=[admin_url])
-    show.add_argument("id")
-    show.add_argument("--version", type=int)
-    activate = actions.add_parser("activate", parents=[admin_url], help="activate or roll back to a version")
-    activate.add_argument("id")
-    activate.add_argument("version", type=int)
-    validate = actions.add_parser("validate", parents=[admin_url], help="dry-run a JSON payload file")
+    validate = _document_commands(sub, admin_url, "contracts").add_parser(
+        "validate", parents=[admin_url], help="dry-run a JSON payload file"
+    )
     validate.add_argument("id")
     validate.add_argument("payload", type=Path)
     validate.add_argument("--direction", choices=("request", "response"), default="request")
     validate.add_argument("--status", type=int, default=200)
     validate.add_argument("--version", type=int)
-    contracts.set_defaults(run=_contracts)
+    _document_commands(sub, admin_url, "policies")
 
     runs = sub.add_parser("runs", help="inspect recorded pipeline runs through the admin API")
     run_actions = runs.add_subparsers(dest="action", required=True)

@@ -12,6 +12,7 @@ response_invalid     specification (any other keyword)       disobey task specif
 stale_context        inter-agent misalignment                ignored other agent's input
 upstream_timeout     infrastructure (outside MAST)           upstream timeout
 upstream_error       infrastructure (outside MAST)           upstream error
+breaker_open         infrastructure (outside MAST)           circuit open
 ===================  ======================================  =========================================
 
 A response missing required members is an agent *withholding* what the next one needs; any other schema
@@ -44,4 +45,6 @@ def classify(verdict: str, violations: Iterable[Mapping[str, str]] = ()) -> tupl
         return INFRASTRUCTURE, "upstream timeout"
     if verdict == "upstream_error":
         return INFRASTRUCTURE, "upstream error"
+    if verdict == "breaker_open":
+        return INFRASTRUCTURE, "circuit open"
     return None

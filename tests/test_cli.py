@@ -36,6 +36,9 @@ def test_demo_prints_a_report_and_exits_0() -> None:
     assert "422   request_invalid   /topic minLength" in out
     assert "[agent never called]" in out
     assert "invalid payloads passed on as valid in enforce mode: 0" in out
+    assert "3  planner → writer           200   valid             attempts=2 checkpoint stored" in out
+    assert "503   breaker-open" in out
+    assert "agents called on the re-run: 0" in out
 
 
 @pytest.fixture
@@ -88,6 +91,11 @@ def test_serve_and_manage_contracts_from_the_command_line(served: tuple[str, dic
         urllib.request.urlopen(request, timeout=5)
     info.value.close()
     assert info.value.code == 404  # no route yet: contracts alone do not route
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("id: p\nattach: {route: agent}\nretry: {max_attempts: 2}\n")
+    assert json.loads(cli("policies", "push", str(policy)).stdout)["registered"][0]["id"] == "p"
+    assert json.loads(cli("policies", "show", "p").stdout)["document"]["retry"] == {"max_attempts": 2}
+    assert json.loads(cli("runs", "list", "--json").stdout) == {"runs": []}
     bad_env = {**env, "GATEWAY_ADMIN_TOKEN": "wrong"}
     refused = subprocess.run([*CLI, "contracts", "list"], env=bad_env, capture_output=True, text=True, check=False)
     assert refused.returncode == 2

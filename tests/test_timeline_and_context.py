@@ -59,6 +59,7 @@ def test_clean_run_has_no_entry_point() -> None:
         ("response_invalid", ["contentType"], ("specification", "disobey task specification")),
         ("stale_context", ["staleContext"], ("inter-agent misalignment", "ignored other agent's input")),
         ("upstream_timeout", [], ("infrastructure", "upstream timeout")),
+        ("breaker_open", [], ("infrastructure", "circuit open")),
         ("valid", [], None),
         ("unchecked", [], None),
     ],
