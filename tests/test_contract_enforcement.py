@@ -11,14 +11,14 @@ from aiohttp import web
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
-from tests.conftest import Upstream, contract
+from tests.conftest import Upstream, contract, replying
 
 pytestmark = pytest.mark.usefixtures("gateway")
 
 
-async def respond_with(body: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return web.Response(body=raw, status=status, content_type=content_type)
+def replying_json(body: Any, status: int = 200, content_type: str = "application/json") -> Any:
+    """The agent answers ``body`` (a JSON value, or raw bytes) every time."""
+    return replying(body if isinstance(body, bytes) else orjson.dumps(body), status, content_type)
 
 
 async def test_valid_request_and_response_pass_byte_for_byte(
@@ -27,10 +27,7 @@ async def test_valid_request_and_response_pass_byte_for_byte(
     await admin.request("PUT", "/contracts/agent.tasks", body=contract())
     reply = b'{"result":  "done" }'  # odd spacing: proves the body is relayed, not re-serialised
 
-    async def handler(request: web.Request) -> web.Response:
-        return await respond_with(reply)
-
-    upstream.handler = handler
+    upstream.handler = replying_json(reply)
     sent = b'{"task": "x",   "priority": 1}'
     async with http.post(
         f"{gateway.data_url}/agent/tasks", data=sent, headers={"Content-Type": "application/json"}
@@ -75,10 +72,7 @@ async def test_response_violation_is_502_and_the_invalid_body_never_reaches_the_
 ) -> None:
     await admin.request("PUT", "/contracts/agent.tasks", body=contract())
 
-    async def handler(request: web.Request) -> web.Response:
-        return await respond_with({"result": 42, "secret": "leaked-draft"})
-
-    upstream.handler = handler
+    upstream.handler = replying_json({"result": 42, "secret": "leaked-draft"})
     async with http.post(f"{gateway.data_url}/agent/tasks", json={"task": "t", "priority": 0}) as resp:
         assert resp.status == 502
         raw = await resp.read()
@@ -139,10 +133,7 @@ async def test_unusable_response_bodies_are_502(
 ) -> None:
     await admin.request("PUT", "/contracts/agent.tasks", body=contract())
 
-    async def handler(request: web.Request) -> web.Response:
-        return await respond_with(body, content_type=content_type)
-
-    upstream.handler = handler
+    upstream.handler = replying_json(body, content_type=content_type)
     async with http.post(f"{gateway.data_url}/agent/tasks", json={"task": "t", "priority": 0}) as resp:
         assert resp.status == 502
         problem = await resp.json(content_type=None)
@@ -157,7 +148,7 @@ async def test_response_schema_chosen_by_exact_status_then_class_then_none(
 
     async def handler(request: web.Request) -> web.Response:
         body, status = next(replies)
-        return await respond_with(body, status=status)
+        return web.json_response(body, status=status)
 
     upstream.handler = handler
     results = []
@@ -173,10 +164,7 @@ async def test_shadow_mode_passes_invalid_traffic_and_says_so(
 ) -> None:
     await admin.request("PUT", "/contracts/agent.tasks", body=contract(mode="shadow"))
 
-    async def handler(request: web.Request) -> web.Response:
-        return await respond_with({"result": 1})
-
-    upstream.handler = handler
+    upstream.handler = replying_json({"result": 1})
     async with http.post(f"{gateway.data_url}/agent/tasks", json={"priority": -1}) as resp:
         assert resp.status == 200
         assert await resp.json() == {"result": 1}

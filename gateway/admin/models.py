@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.store.base import HandoffRecord
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -94,41 +96,12 @@ class RunList(_Model):
     runs: list[RunOut]
 
 
-class HandoffOut(_Model):
-    id: str
-    run_id: str
-    step: str
-    attempt: int
-    source: str
-    target: str
-    method: str
-    path: str
-    status: int
-    verdict: str
-    trace_id: str
-    started_at: float
-    duration_ms: float
-    upstream_ms: float | None
-    contract: str | None
-    contract_version: int | None
-    violations: list[dict[str, str]]
-    violation_count: int
-    category: str | None
-    failure_mode: str | None
-    request_bytes: int | None
-    response_bytes: int | None
-    request_sha256: str | None
-    response_sha256: str | None
-    request_payload: Any = None
-    response_payload: Any = None
-
-
 class RunTimelineOut(_Model):
     """A run's handoffs in order, where a violation first entered, and the handoffs downstream of it."""
 
     run_id: str
-    handoffs: list[HandoffOut]
-    entry_point: HandoffOut | None
+    handoffs: list[HandoffRecord]
+    entry_point: HandoffRecord | None
     downstream: list[str] = Field(description="ids of later handoffs that consumed the faulty output")
 
 

@@ -9,15 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin.api import Endpoint, json_response
 from gateway.admin.common import int_query, not_found, state_of
-from gateway.admin.models import FailureBucket, FailureStats, HandoffOut, RunList, RunOut, RunTimelineOut
+from gateway.admin.models import FailureBucket, FailureStats, RunList, RunOut, RunTimelineOut
 from gateway.audit import timeline
-from gateway.store.base import HandoffRecord, RunSummary
-
-
-def _handoff_out(record: HandoffRecord) -> HandoffOut:
-    fields = {name: getattr(record, name) for name in HandoffRecord.__slots__}
-    fields["violations"] = [dict(v) for v in record.violations]
-    return HandoffOut(**fields)
+from gateway.store.base import RunSummary
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -39,8 +33,8 @@ async def get_run(request: web.Request) -> web.Response:
     return json_response(
         RunTimelineOut(
             run_id=run_id,
-            handoffs=[_handoff_out(r) for r in story.handoffs],
-            entry_point=_handoff_out(story.entry_point) if story.entry_point else None,
+            handoffs=story.handoffs,
+            entry_point=story.entry_point,
             downstream=[r.id for r in story.downstream],
         )
     )
