@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.config import AuditSettings
 from gateway.store.base import HandoffRecord, Store
@@ -31,7 +32,7 @@ class AuditLog:
     def __init__(self, store: Store, settings: AuditSettings, on_drop: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._settings = settings
-        self._queue: deque[HandoffRecord] = deque()
+        self._queue: deque[tuple[HandoffRecord, bytes | None, bytes | None]] = deque()
         self._on_drop = on_drop
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
@@ -41,18 +42,19 @@ class AuditLog:
     def enabled(self) -> bool:
         return self._settings.enabled
 
-    def record(self, record: HandoffRecord) -> None:
+    def record(self, record: HandoffRecord, request_body: bytes | None, response_body: bytes | None) -> None:
+        """Queue a record; the payload digests are computed later, off the event loop, by the writer."""
         if len(self._queue) >= self._settings.queue_size:
             self._queue.popleft()
             self._on_drop()
-        self._queue.append(record)
+        self._queue.append((record, request_body, response_body))
 
     async def flush(self) -> None:
         """Write everything queued so far (admin reads call this so a timeline is complete)."""
         async with self._flushing:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
-                await self._store.append_handoffs(batch)
+                await self._store.append_handoffs(await asyncio.to_thread(_with_digests, batch))
             now = time.time()
             if now - self._last_prune >= self._settings.prune_interval:
                 self._last_prune = now
@@ -77,6 +79,18 @@ class AuditLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+def _digest(body: bytes | None) -> str | None:
+    return None if body is None else hashlib.sha256(body).hexdigest()
+
+
+def _with_digests(batch: list[tuple[HandoffRecord, bytes | None, bytes | None]]) -> list[HandoffRecord]:
+    """SHA-256 of the exact bytes that crossed the gateway (hashlib releases the GIL on large inputs)."""
+    return [
+        replace(record, request_sha256=_digest(request), response_sha256=_digest(response))
+        for record, request, response in batch
+    ]
 
 
 @dataclass(frozen=True)

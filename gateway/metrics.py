@@ -50,6 +50,8 @@ class _Live(Collector):
 
 class Metrics:
     def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, int, str], Counter] = {}
+        self._histograms: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -83,6 +85,27 @@ class Metrics:
         self.audit_dropped = Counter(
             "agent_gateway_audit_dropped", "Audit records dropped because the write queue was full", registry=r
         )
+
+    def request_done(
+        self, route: str, operation: str, status: int, verdict: str, elapsed: float, upstream: float | None
+    ) -> None:
+        """Count one request and observe its latencies; label children are cached (``labels()`` costs µs)."""
+        key = (route, operation, status, verdict)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(route, operation, str(status), verdict)
+        counter.inc()
+        histograms = self._histograms.get(route)
+        if histograms is None:
+            histograms = self._histograms[route] = (
+                self.duration.labels(route),
+                self.upstream.labels(route),
+                self.overhead.labels(route),
+            )
+        histograms[0].observe(elapsed)
+        if upstream is not None:
+            histograms[1].observe(upstream)
+            histograms[2].observe(max(0.0, elapsed - upstream))
 
     def watch(
         self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int]

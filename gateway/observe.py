@@ -6,9 +6,8 @@ reports on them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
+import random
 import time
 from dataclasses import replace
 
@@ -23,10 +22,6 @@ from gateway.taxonomy import classify
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 _REASONS = {"upstream_timeout": "timeout"}
-
-
-def _digest(body: bytes | None) -> str | None:
-    return None if body is None else hashlib.sha256(body).hexdigest()
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -55,8 +50,9 @@ class Observer:
             self._metrics.checkpoint_hits.labels(route).inc()
         if exchange.route is not None and self._audit.enabled:
             for failed in exchange.failed_attempts:
-                self._audit.record(self._attempt_record(exchange, failed))
-            self._audit.record(self._record(exchange, verdict, taxonomy, elapsed))
+                self._audit.record(self._attempt_record(exchange, failed), exchange.request_body, failed.response_body)
+            record = self._record(exchange, verdict, taxonomy, elapsed)
+            self._audit.record(record, exchange.request_body, exchange.response_body)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %d %s",
@@ -75,11 +71,7 @@ class Observer:
     ) -> None:
         m = self._metrics
         operation = exchange.contract.id if exchange.contract else "-"
-        m.requests.labels(route, operation, str(exchange.status), verdict).inc()
-        m.duration.labels(route).observe(elapsed)
-        if exchange.upstream_seconds is not None:
-            m.upstream.labels(route).observe(exchange.upstream_seconds)
-            m.overhead.labels(route).observe(max(0.0, elapsed - exchange.upstream_seconds))
+        m.request_done(route, operation, exchange.status, verdict, elapsed, exchange.upstream_seconds)
         if taxonomy is not None:
             m.failures.labels(route, *taxonomy).inc()
             m.violations.labels(route, operation, verdict).inc()
@@ -92,7 +84,7 @@ class Observer:
         keep = self._settings.payloads
         pointers = self._settings.redact
         return HandoffRecord(
-            id=secrets.token_hex(8),
+            id=f"{random.getrandbits(64):016x}",
             run_id=exchange.run_id,
             step=exchange.step,
             attempt=exchange.attempt,
@@ -114,8 +106,6 @@ class Observer:
             failure_mode=taxonomy[1] if taxonomy else None,
             request_bytes=_size(exchange.request_body, exchange.request.content_length),
             response_bytes=_size(exchange.response_body, None),
-            request_sha256=_digest(exchange.request_body),
-            response_sha256=_digest(exchange.response_body),
             request_payload=redact(exchange.request_document, pointers) if keep else None,
             response_payload=redact(exchange.response_document, pointers) if keep else None,
         )  # fmt: skip
@@ -127,6 +117,5 @@ class Observer:
         return replace(
             base, attempt=failed.number, status=failed.status, violations=failed.violations,
             violation_count=failed.violation_count, upstream_ms=_ms(failed.upstream_seconds),
-            response_bytes=_size(failed.response_body, None), response_sha256=_digest(failed.response_body),
-            response_payload=None,
+            response_bytes=_size(failed.response_body, None), response_payload=None,
         )  # fmt: skip

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import logging
-import secrets
+import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -69,7 +69,7 @@ from gateway.policies.registry import PolicyRegistry
 from gateway.policies.retry import parse_retry_after
 from gateway.recovery import Recovery
 from gateway.routes import RouteRegistry
-from gateway.telemetry import trace_id_of
+from gateway.telemetry import RUN_BAGGAGE, trace_id_of
 from gateway.transport import (
     STREAM_CHUNK,
     downstream_response_headers,
@@ -78,7 +78,7 @@ from gateway.transport import (
     upstream_request_headers,
     upstream_url,
 )
-from gateway.upstream import RUN_BAGGAGE, UpstreamCall
+from gateway.upstream import UpstreamCall
 
 log = logging.getLogger("agent_gateway.proxy")
 
@@ -197,7 +197,7 @@ class Proxy:
         parent = self._p.propagator.extract(request.headers)
         run_id = request.headers.get(RUN_HEADER) or baggage.get_baggage(RUN_BAGGAGE, parent)
         generated = not run_id
-        run_id = str(run_id) if run_id else secrets.token_hex(8)
+        run_id = str(run_id) if run_id else f"{random.getrandbits(64):016x}"  # an id, not a secret
         span = self._p.tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
         source = request.headers.get(AGENT_HEADER, "unknown")
         if span.is_recording():
@@ -304,7 +304,7 @@ class Proxy:
             client_timeout = aiohttp.ClientTimeout(total=timeout, connect=self._p.timeouts.connect,
                                                    sock_read=self._p.timeouts.read)  # fmt: skip
         return UpstreamCall(
-            session=self._p.session, tracer=self._p.tracer, propagator=self._p.propagator, exchange=exchange,
+            session=self._p.session, tracer=self._p.tracer, exchange=exchange,
             route=route.name, method=request.method, url=upstream_url(route.upstream, exchange.path, exchange.query),
             headers=headers, data=data, timeout=client_timeout,
         )  # fmt: skip

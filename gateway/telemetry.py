@@ -11,8 +11,11 @@ Measured on this machine: ≈7 µs per request unsampled, ≈24 µs recorded.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, MutableMapping
+from urllib.parse import quote
 
+from opentelemetry.context import Context
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
@@ -25,8 +28,10 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 SERVICE_NAME = "agent-gateway"
+RUN_BAGGAGE = "run.id"
 
 
 def _exporter_processors(environ: Mapping[str, str]) -> list[SpanProcessor]:
@@ -68,8 +73,27 @@ def tracer_for(provider: TracerProvider) -> Tracer:
 
 
 def propagator() -> TextMapPropagator:
-    """The W3C trace-context + baggage propagator (the OTel default, honouring ``OTEL_PROPAGATORS``)."""
+    """Extraction: the W3C trace-context + baggage propagator (the OTel default, honouring ``OTEL_PROPAGATORS``)."""
     return get_global_textmap()
+
+
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+_PLAIN_BAGGAGE_VALUE = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+def inject_upstream(headers: MutableMapping[str, str], context: Context, run_id: str) -> None:
+    """W3C ``traceparent``/``tracestate`` for the upstream, and ``run.id`` added to the forwarded ``baggage``.
+
+    The caller's baggage header is relayed as received; rebuilding it through the OTel baggage propagator cost
+    ≈20 µs per request (URL-quoting every member) for the same bytes, so only ``run.id`` is appended here.
+    """
+    _TRACE_CONTEXT.inject(headers, context=context)
+    value = run_id if _PLAIN_BAGGAGE_VALUE.match(run_id) else quote(run_id, safe="")
+    existing = headers.get("baggage")
+    if not existing:
+        headers["baggage"] = f"{RUN_BAGGAGE}={value}"
+    elif not any(member.split("=", 1)[0].strip() == RUN_BAGGAGE for member in existing.split(",")):
+        headers["baggage"] = f"{existing},{RUN_BAGGAGE}={value}"
 
 
 def trace_id_of(span: Span) -> str:

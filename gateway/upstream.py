@@ -6,15 +6,14 @@ from __future__ import annotations
 import time
 
 import aiohttp
-from opentelemetry import baggage, trace
-from opentelemetry.propagators.textmap import TextMapPropagator
+from multidict import CIMultiDict
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from yarl import URL
 
 from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.exchange import Exchange
-
-RUN_BAGGAGE = "run.id"
+from gateway.telemetry import inject_upstream
 
 
 class UpstreamCall:
@@ -25,18 +24,16 @@ class UpstreamCall:
         *,
         session: aiohttp.ClientSession,
         tracer: Tracer,
-        propagator: TextMapPropagator,
         exchange: Exchange,
         route: str,
         method: str,
         url: URL,
-        headers: aiohttp.typedefs.LooseHeaders,
+        headers: CIMultiDict[str],
         data: object,
         timeout: aiohttp.ClientTimeout | None,
     ) -> None:
         self._session = session
         self._tracer = tracer
-        self._propagator = propagator
         self._exchange = exchange
         self._route = route
         self._method = method
@@ -49,7 +46,7 @@ class UpstreamCall:
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         exchange = self._exchange
-        context = baggage.set_baggage(RUN_BAGGAGE, exchange.run_id, trace.set_span_in_context(exchange.span))
+        context = trace.set_span_in_context(exchange.span)
         if exchange.span.is_recording():
             self._span = self._tracer.start_span(self._method, context=context, kind=SpanKind.CLIENT)
             self._span.set_attributes(
@@ -59,7 +56,7 @@ class UpstreamCall:
             if exchange.breaker_state is not None:
                 self._span.set_attribute("breaker.state", exchange.breaker_state)
             context = trace.set_span_in_context(self._span, context)
-        self._propagator.inject(self._headers, context=context)
+        inject_upstream(self._headers, context, exchange.run_id)
         exchange.upstream_started = time.perf_counter()
         try:
             self._response = await self._session.request(

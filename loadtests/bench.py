@@ -4,8 +4,9 @@
     python loadtests/bench.py --quick    # 4 s per cell: well under two minutes
 
 Every party is its own process on loopback: the upstream agent, the bare proxy (the Python floor: read the
-body, forward it with one pooled session, relay the answer), the gateway (``agent-gateway serve`` with a
-contract enforced on request *and* response), and the load generator (``wrk`` when installed, else a
+body, forward it and the headers with one pooled session, relay the answer), the gateway (``agent-gateway serve``
+with a contract enforced on request *and* response, default settings: audit trail on), the same gateway with the
+audit trail off ("no audit"), and the load generator (``wrk`` when installed, else a
 closed-loop aiohttp client pool). Each cell drives the same closed-loop load, and the table shows req/s,
 p50/p99 and the ratios gateway/direct and gateway/bare. Timing thresholds live here, never in unit tests.
 """
@@ -245,20 +246,21 @@ def load(url: str, body: bytes, args: argparse.Namespace, workdir: Path) -> dict
     return result
 
 
-def gateway_config(workdir: Path, upstream: str) -> tuple[Path, int, int]:
+def gateway_config(workdir: Path, upstream: str, name: str, audit: bool) -> tuple[Path, int, int]:
     port, admin_port = free_port(), free_port()
     contracts = workdir / "contracts"
     contracts.mkdir(exist_ok=True)
     (contracts / "bench.json").write_text(json.dumps(CONTRACT_TEMPLATE))
-    config = workdir / "gateway.yaml"
+    config = workdir / f"{name}.yaml"
     config.write_text(
         json.dumps(
             {
                 "listen": {"host": "127.0.0.1", "port": port},
                 "admin": {"port": admin_port, "token": "bench"},
-                "store": {"path": str(workdir / "gw.db")},
+                "store": {"path": str(workdir / f"{name}.db")},
                 "routes": [{"name": "agent", "upstream": upstream}],
                 "contract_dirs": [str(contracts)],
+                "audit": {"enabled": audit},
                 "log_level": "WARNING",
             }
         )
@@ -270,26 +272,31 @@ def run_all(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="agent-gateway-bench-"))
     up_port, bare_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
-    config, gw_port, admin_port = gateway_config(workdir, upstream)
+    config, gw_port, admin_port = gateway_config(workdir, upstream, "gateway", audit=True)
+    lean_config, lean_port, lean_admin = gateway_config(workdir, upstream, "lean", audit=False)
     me = [sys.executable, __file__]
-    gateway_cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+    serve = [sys.executable, "-m", "gateway.cli", "serve", "--config"]
     rows: list[tuple[str, str, dict[str, float]]] = []
     with (
         process(*me, "--role", "upstream", "--port", str(up_port)) as up_proc,
         process(*me, "--role", "bare", "--port", str(bare_port), "--url", upstream) as bare_proc,
-        process(*gateway_cmd, env={"OTEL_TRACES_EXPORTER": "none"}) as gw_proc,
+        process(*serve, str(config), env={"OTEL_TRACES_EXPORTER": "none"}) as gw_proc,
+        process(*serve, str(lean_config), env={"OTEL_TRACES_EXPORTER": "none"}) as lean_proc,
     ):
         for url in (f"{upstream}/findings", f"http://127.0.0.1:{bare_port}/findings"):
             wait_ready(url)
-        wait_ready(f"http://127.0.0.1:{admin_port}/readyz")
+        for port in (admin_port, lean_admin):
+            wait_ready(f"http://127.0.0.1:{port}/readyz")
         targets = {
             "direct": (f"{upstream}/findings", up_proc.pid),
             "bare proxy": (f"http://127.0.0.1:{bare_port}/findings", bare_proc.pid),
             "gateway": (f"http://127.0.0.1:{gw_port}/agent/findings", gw_proc.pid),
+            "no audit": (f"http://127.0.0.1:{lean_port}/agent/findings", lean_proc.pid),
         }
         for size_name in args.sizes:
             body = payload(SIZES[size_name])
-            check_gateway_enforces(targets["gateway"][0], body)
+            for gateway in ("gateway", "no audit"):
+                check_gateway_enforces(targets[gateway][0], body)
             for name, (url, pid) in targets.items():
                 load(url, body, argparse.Namespace(**{**vars(args), "seconds": 1}), workdir)  # warm-up
                 rows.append((size_name, name, measure(url, body, args, workdir, pid)))
@@ -325,7 +332,7 @@ def print_table(rows: list[tuple[str, str, dict[str, float]]], args: argparse.Na
         cells = {name: stats for size, name, stats in rows if size == size_name}
         for name, stats in cells.items():
             ratios = "                |              |"
-            if name == "gateway":
+            if name in ("gateway", "no audit"):
                 direct = stats["rps"] / cells["direct"]["rps"]
                 bare = stats["rps"] / cells["bare proxy"]["rps"]
                 ratios = f" {direct:>14.2f} | {bare:>12.2f} |"

@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS handoffs (
     route TEXT NOT NULL, verdict TEXT NOT NULL, category TEXT, mode TEXT, record BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS handoffs_run ON handoffs (run_id, started_at);
-CREATE INDEX IF NOT EXISTS handoffs_time ON handoffs (started_at);
 CREATE TABLE IF NOT EXISTS artifacts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, artifact TEXT NOT NULL,
     version REAL, digest TEXT, produced_at REAL NOT NULL
@@ -64,7 +63,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 
 def _encode(record: HandoffRecord) -> bytes:
-    return orjson.dumps({name: getattr(record, name) for name in HandoffRecord.__slots__})
+    return orjson.dumps(record)  # orjson serialises dataclasses natively
 
 
 def _decode(blob: bytes) -> HandoffRecord:
@@ -94,6 +93,8 @@ class SQLiteStore:
         self._lock = threading.Lock()
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: commits survive a crash of the process; only an OS crash can lose the last ones.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -178,16 +179,20 @@ class SQLiteStore:
         )
 
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
-        rows = [
-            (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, _encode(r)) for r in records
-        ]
-        await self._run(
-            lambda c: c.executemany(
-                "INSERT INTO handoffs (id, run_id, started_at, route, verdict, category, mode, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        )
+        def insert(c: sqlite3.Connection) -> None:
+            rows = [
+                (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, _encode(r))
+                for r in records
+            ]
+            with c:  # one transaction for the whole batch, not one per row
+                c.execute("BEGIN")
+                c.executemany(
+                    "INSERT INTO handoffs (id, run_id, started_at, route, verdict, category, mode, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+        await self._run(insert)
 
     async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:
         rows = await self._run(
