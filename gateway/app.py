@@ -129,6 +129,7 @@ def _build_proxy(state: GatewayState, session: aiohttp.ClientSession, provider: 
             observer=Observer(state.audit, state.metrics, config.audit), context=ContextTracker(state.store),
             resilience=resilience, checkpoints=Checkpoints(state.store),
             recovery=Recovery(state.escalations, state.routes, config.limits.max_violations),
+            keep_payloads=config.audit.enabled and config.audit.payloads,
         )
     )  # fmt: skip
     state.metrics.watch(proxy.in_flight_by_route, state.breakers, state.escalations.pending_count)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -44,6 +45,7 @@ async def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=overrides)
     configure_logging(config.log_level, config.log_format)
     gateway = await start_gateway(config, insecure_admin=args.insecure_admin)
+    gc.freeze()  # everything loaded at start-up lives forever: keep it out of every future collection
     logging.getLogger("agent_gateway").info(
         "serving data plane on %s:%d, admin API on %s", config.listen.host, gateway.data_port, gateway.admin_url
     )

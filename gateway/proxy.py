@@ -26,6 +26,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -106,6 +107,7 @@ class Collaborators:
     resilience: Resilience
     checkpoints: Checkpoints
     recovery: Recovery
+    keep_payloads: bool = False
 
 
 class Proxy:
@@ -157,8 +159,8 @@ class Proxy:
                 route.name, exchange.request.method, exchange.path, exchange.request.headers, policy.checkpoint
             )
             body = await self._read_request(exchange, policy, key is not None)
-            self._check_request(exchange, body)
-            await self._check_context(exchange)
+            document = self._check_request(exchange, body)
+            await self._check_context(exchange, document)
             exchange.request_verdict = exchange.verdict
             if key is None:
                 return await self._attempts(exchange, policy, body)
@@ -247,22 +249,23 @@ class Proxy:
             raise PayloadTooLarge(self._limits.max_body_bytes) from exc
         return exchange.request_body
 
-    def _check_request(self, exchange: Exchange, body: bytes | None) -> None:
+    def _check_request(self, exchange: Exchange, body: bytes | None) -> Any:
+        """The parsed body (kept on the exchange only if the audit keeps payloads: a parsed 100 KiB document is
+        thousands of objects the garbage collector would otherwise keep scanning)."""
         contract = exchange.contract
         if contract is None:
-            return
-        exchange.request_document, (violations, total) = contract.check_request(
-            exchange.request, body, self._limits.max_violations
-        )
+            return None
+        document, (violations, total) = contract.check_request(exchange.request, body, self._limits.max_violations)
+        if self._p.keep_payloads:
+            exchange.request_document = document
         self.judge(exchange, contract, "request", violations, total)
+        return document
 
-    async def _check_context(self, exchange: Exchange) -> None:
+    async def _check_context(self, exchange: Exchange, document: Any) -> None:
         contract = exchange.contract
         if contract is None or contract.spec.consumes is None:
             return
-        stale = await self._p.context.check(
-            exchange.run_id, contract.spec.consumes, exchange.request_document, exchange.request.headers
-        )
+        stale = await self._p.context.check(exchange.run_id, contract.spec.consumes, document, exchange.request.headers)
         if stale is not None:
             self.judge(exchange, contract, "request", (stale,), 1, verdict="stale_context")
 
@@ -327,12 +330,14 @@ class Proxy:
             raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
         exchange.response_body = body
         encoding = upstream.headers.get("Content-Encoding")
-        exchange.response_document, (violations, total) = contract.check_response(
+        document, (violations, total) = contract.check_response(
             schema, body, upstream.content_type, encoding, self._limits.max_violations
         )
+        if self._p.keep_payloads:
+            exchange.response_document = document
         self.judge(exchange, contract, "response", violations, total)
         if contract.spec.produces is not None and 200 <= upstream.status < 300:
-            await self._p.context.record(exchange.run_id, contract.spec.produces, exchange.response_document, headers)
+            await self._p.context.record(exchange.run_id, contract.spec.produces, document, headers)
         self.mark(exchange, headers)
         return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=headers)
 
