@@ -159,8 +159,11 @@ class Proxy:
                 route.name, exchange.request.method, exchange.path, exchange.request.headers, policy.checkpoint
             )
             body = await self._read_request(exchange, policy, key is not None)
-            document = self._check_request(exchange, body)
-            await self._check_context(exchange, document)
+            try:
+                document = self._check_request(exchange, body)
+                await self._check_context(exchange, document)
+            except ContractViolation as refused:
+                return await self._refused_request(exchange, refused, policy, body, key)
             exchange.request_verdict = exchange.verdict
             if key is None:
                 return await self._attempts(exchange, policy, body)
@@ -192,6 +195,18 @@ class Proxy:
             return await self._attempt(exchange, policy, body, budget, final)
 
         return attempt
+
+    async def _refused_request(
+        self, exchange: Exchange, refused: ContractViolation, policy: PolicySpec, body: bytes | None, key: str | None
+    ) -> web.StreamResponse:
+        """A request the contract refused (invalid, or built on stale context) is never sent upstream; the
+        declared ``escalate`` or ``fallback`` is carried out, anything else answers with the problem."""
+        verdict = exchange.verdict or "request_invalid"
+        action = exchange.contract.spec.action(verdict) if exchange.contract else "reject"
+        if action not in ("escalate", "fallback"):
+            raise refused
+        failure = Failure(AttemptFailed(verdict, refused), action, attempts=0)
+        return await self._p.recovery.recover(self, exchange, failure, policy, body, key)
 
     # -- steps ---------------------------------------------------------------------------------------------
 

@@ -391,3 +391,29 @@ async def test_an_escalated_answer_is_never_kept_as_a_checkpoint(
     assert await again.json() == VALID
     assert again.headers["X-Checkpoint"] == "stored"
     assert len(upstream.seen) == 2
+
+
+async def test_stale_context_can_be_escalated_instead_of_refused(
+    gateway: RunningGateway, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    upstream.handler = scripted((200, {"version": 2}))
+    producer = contract(id="agent.draft", operation={"method": "POST", "path": "/draft"}, request={},
+                        responses={"200": {"type": "object"}},
+                        context={"produces": {"artifact": "draft", "version": "/version"}})  # fmt: skip
+    consumer = contract(request={"body": {"type": "object"}}, responses={},
+                        context={"consumes": {"artifact": "draft", "version": "/version"}},
+                        failure_modes={"stale_context": "escalate"})  # fmt: skip
+    async with AdminClient(gateway.admin_url, TOKEN) as admin:
+        await admin.request("POST", "/contracts", body={"contracts": [producer, consumer]})
+        await admin.request("PUT", "/policies/p", body=policy(id="p", escalation={"respond_status": 202}))
+        async with http.post(f"{gateway.data_url}/agent/draft", json={}, headers={"X-Run-Id": "r"}) as resp:
+            assert resp.status == 200
+        async with http.post(f"{gateway.data_url}/agent/tasks", json={"version": 1}, headers={"X-Run-Id": "r"}) as resp:
+            accepted = await resp.json()
+        assert resp.status == 202
+        item = await admin.request("GET", f"/dlq/{accepted['escalation_id']}")
+    assert item["reason"] == "stale_context"
+    assert item["violations"][0]["keyword"] == "staleContext"
+    assert item["attempts"] == 0
+    assert item["upstream"] is None
+    assert len(upstream.seen) == 1  # the stale request never reached the consumer agent
