@@ -33,6 +33,7 @@ from gateway.proxy import Collaborators, Proxy
 from gateway.recovery import Recovery
 from gateway.routes import RouteRegistry
 from gateway.state import STATE, GatewayState
+from gateway.store.base import Store
 from gateway.store.sqlite import SQLiteStore
 from gateway.telemetry import build_tracer_provider, propagator, tracer_for
 from gateway.transport import new_session
@@ -102,8 +103,16 @@ def _bound_port(runner: web.AppRunner) -> int:
     return int(server[1])
 
 
+def open_store(config: GatewayConfig) -> Store:
+    if config.store.backend == "redis":
+        from gateway.store.redis import RedisStore  # only sidecar fleets need the redis client
+
+        return RedisStore(config.store.url, prefix=config.store.prefix, retention_seconds=config.audit.max_age_seconds)
+    return SQLiteStore(config.store.path)
+
+
 async def _load_state(config: GatewayConfig) -> GatewayState:
-    store = SQLiteStore(config.store.path)
+    store = open_store(config)
     routes, contracts, policies = RouteRegistry(store), ContractRegistry(store), PolicyRegistry(store)
     await routes.load(config.routes)
     for registry, dirs in ((contracts, config.contract_dirs), (policies, config.policy_dirs)):

@@ -113,8 +113,13 @@ class AuditSettings(_Frozen):
 
 
 class StoreConfig(_Frozen):
+    backend: Literal["sqlite", "redis"] = "sqlite"
     path: str = "agent-gateway.db"
-    """SQLite file holding routes and contracts; ``:memory:`` keeps nothing across restarts."""
+    """SQLite file (``backend: sqlite``); ``:memory:`` keeps nothing across restarts."""
+    url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL (``backend: redis``): one Redis shared by many sidecars."""
+    prefix: str = "agw:"
+    """Key prefix in Redis, so several gateway fleets can share one server."""
 
 
 class GatewayConfig(_Frozen):

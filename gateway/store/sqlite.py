@@ -8,7 +8,6 @@ contracts that declare stale-context tracking), so this costs nothing on the dat
 from __future__ import annotations
 
 import asyncio
-import base64
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from gateway.store.base import (
     RunSummary,
     StoredDocument,
 )
+from gateway.store.codec import decode_item, decode_record, encode_item, encode_record
 
 T = TypeVar("T")
 
@@ -60,31 +60,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     status INTEGER, headers BLOB, body BLOB
 );
 """
-
-
-def _encode(record: HandoffRecord) -> bytes:
-    return orjson.dumps(record)  # orjson serialises dataclasses natively
-
-
-def _decode(blob: bytes) -> HandoffRecord:
-    fields = orjson.loads(blob)
-    fields["violations"] = tuple(fields["violations"])
-    return HandoffRecord(**fields)
-
-
-def _encode_item(item: EscalationItem) -> bytes:
-    fields = {name: getattr(item, name) for name in EscalationItem.__slots__}
-    for name in ("request_body", "upstream_body", "resolution_body"):
-        fields[name] = None if fields[name] is None else base64.b64encode(fields[name]).decode()
-    return orjson.dumps(fields)
-
-
-def _decode_item(blob: bytes) -> EscalationItem:
-    fields = orjson.loads(blob)
-    for name in ("request_body", "upstream_body", "resolution_body"):
-        fields[name] = None if fields[name] is None else base64.b64decode(fields[name])
-    fields["violations"] = tuple(fields["violations"])
-    return EscalationItem(**fields)
 
 
 class SQLiteStore:
@@ -181,7 +156,7 @@ class SQLiteStore:
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
         def insert(c: sqlite3.Connection) -> None:
             rows = [
-                (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, _encode(r))
+                (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, encode_record(r))
                 for r in records
             ]
             with c:  # one transaction for the whole batch, not one per row
@@ -200,7 +175,7 @@ class SQLiteStore:
                 "SELECT record FROM handoffs WHERE run_id = ? ORDER BY started_at, seq", (run_id,)
             ).fetchall()
         )
-        return [_decode(row[0]) for row in rows]
+        return [decode_record(row[0]) for row in rows]
 
     async def list_runs(self, limit: int) -> list[RunSummary]:
         rows = await self._run(
@@ -256,13 +231,13 @@ class SQLiteStore:
         await self._run(
             lambda c: c.execute(
                 "INSERT INTO escalations VALUES (?, ?, ?, ?, ?)",
-                (item.id, item.created_at, item.status, item.route, _encode_item(item)),
+                (item.id, item.created_at, item.status, item.route, encode_item(item)),
             )
         )
 
     async def get_escalation(self, item_id: str) -> EscalationItem | None:
         row = await self._run(lambda c: c.execute("SELECT item FROM escalations WHERE id = ?", (item_id,)).fetchone())
-        return None if row is None else _decode_item(row[0])
+        return None if row is None else decode_item(row[0])
 
     async def list_escalations(self, *, status: str | None, route: str | None, limit: int) -> list[EscalationItem]:
         rows = await self._run(
@@ -272,12 +247,12 @@ class SQLiteStore:
                 (status, status, route, route, limit),
             ).fetchall()
         )
-        return [_decode_item(row[0]) for row in rows]
+        return [decode_item(row[0]) for row in rows]
 
     async def replace_escalation(self, item: EscalationItem) -> None:
         await self._run(
             lambda c: c.execute(
-                "UPDATE escalations SET status = ?, item = ? WHERE id = ?", (item.status, _encode_item(item), item.id)
+                "UPDATE escalations SET status = ?, item = ? WHERE id = ?", (item.status, encode_item(item), item.id)
             )
         )
 

@@ -1,0 +1,253 @@
+"""The shared store for many sidecars: the same interface as SQLite, on one Redis.
+
+What sharing buys: escalations, checkpoints, the audit trail, run artifacts (stale-context detection across
+agents) and document history are the same for every gateway on the Redis. Contract and policy *tables* stay
+per-process snapshots built at start-up and on each admin change made through that gateway (a change made
+through another gateway is seen after a restart — documented).
+
+Keys (all under ``prefix``, default ``agw:``)::
+
+    routes                      HASH   name → route spec
+    doc:latest:<kind>           HASH   id → newest version (HINCRBY makes N+1 atomic)
+    doc:active:<kind>           HASH   id → version in force
+    doc:ver:<kind>:<id>         HASH   version → {document, created_at}
+    h:seq / h:by-seq / h:by-time        record order and age (ZSETs of record ids)
+    h:rec:<id>                  STRING one handoff record
+    run:<run id>                ZSET   record ids of a run, in order
+    runs                        ZSET   run ids by last activity; runs:first / runs:failures HASHes
+    failures                    ZSET   "<id>|<route>|<category>|<mode>" by time
+    art:<run>:<artifact>        LIST   versions produced (expire with the audit retention)
+    esc:<id> / esc:by-time / esc:status:<status>   escalation items, their order, and status sets
+    ckpt:<key>                  STRING checkpoint, expiring with its TTL (SET NX claims it atomically)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from gateway.config import RouteSpec
+from gateway.store.base import (
+    ArtifactVersion,
+    CheckpointRecord,
+    DocumentHead,
+    EscalationItem,
+    FailureCount,
+    HandoffRecord,
+    RunSummary,
+    StoredDocument,
+)
+from gateway.store.codec import (
+    decode_checkpoint,
+    decode_item,
+    decode_record,
+    encode_checkpoint,
+    encode_item,
+    encode_record,
+)
+
+_RELEASE_IN_FLIGHT = """
+local value = redis.call('GET', KEYS[1])
+if value and string.find(value, '"state":"in_flight"', 1, true) then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _text(value: Any) -> str:
+    """redis-py answers bytes (its type hints allow more); keys and ids are ASCII text here."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    def __init__(self, url: str, *, prefix: str = "agw:", retention_seconds: float = 7 * 24 * 3600) -> None:
+        self._redis: aioredis.Redis = aioredis.from_url(url)
+        self._p = prefix
+        self._retention = int(retention_seconds)
+
+    def _k(self, *parts: str) -> str:
+        return self._p + ":".join(parts)
+
+    # -- routes ------------------------------------------------------------------------------------------
+
+    async def list_routes(self) -> list[RouteSpec]:
+        specs = await self._redis.hvals(self._k("routes"))
+        return sorted((RouteSpec.model_validate_json(s) for s in specs), key=lambda r: r.name)
+
+    async def put_route(self, route: RouteSpec) -> None:
+        await self._redis.hset(self._k("routes"), route.name, route.model_dump_json())
+
+    async def delete_route(self, name: str) -> bool:
+        return bool(await self._redis.hdel(self._k("routes"), name))
+
+    # -- versioned documents -----------------------------------------------------------------------------
+
+    async def add_version(self, kind: str, doc_id: str, document: Mapping[str, Any]) -> StoredDocument:
+        created = time.time()
+        version = int(await self._redis.hincrby(self._k("doc", "latest", kind), doc_id, 1))
+        entry = orjson.dumps({"document": document, "created_at": created})
+        await self._redis.hset(self._k("doc", "ver", kind, doc_id), str(version), entry)
+        return StoredDocument(doc_id, version, document, created)
+
+    async def get_version(self, kind: str, doc_id: str, version: int) -> StoredDocument | None:
+        raw = await self._redis.hget(self._k("doc", "ver", kind, doc_id), str(version))
+        if raw is None:
+            return None
+        entry = orjson.loads(raw)
+        return StoredDocument(doc_id, version, entry["document"], entry["created_at"])
+
+    async def list_versions(self, kind: str, doc_id: str) -> list[StoredDocument]:
+        raw = await self._redis.hgetall(self._k("doc", "ver", kind, doc_id))
+        entries = sorted((int(v), orjson.loads(e)) for v, e in raw.items())
+        return [StoredDocument(doc_id, v, e["document"], e["created_at"]) for v, e in entries]
+
+    async def list_heads(self, kind: str) -> list[DocumentHead]:
+        latest = await self._redis.hgetall(self._k("doc", "latest", kind))
+        active = await self._redis.hgetall(self._k("doc", "active", kind))
+        return [
+            DocumentHead(_text(doc_id), int(latest[doc_id]), int(active[doc_id]) if doc_id in active else None)
+            for doc_id in sorted(latest)
+        ]
+
+    async def set_active(self, kind: str, doc_id: str, version: int | None) -> None:
+        key = self._k("doc", "active", kind)
+        if version is None:
+            await self._redis.hdel(key, doc_id)
+        else:
+            await self._redis.hset(key, doc_id, str(version))
+
+    # -- audit trail -------------------------------------------------------------------------------------
+
+    async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
+        first_seq = int(await self._redis.incrby(self._k("h", "seq"), len(records))) - len(records) + 1
+        pipe = self._redis.pipeline(transaction=True)
+        for seq, r in enumerate(records, start=first_seq):
+            pipe.set(self._k("h", "rec", r.id), encode_record(r))
+            pipe.zadd(self._k("h", "by-seq"), {r.id: seq})
+            pipe.zadd(self._k("h", "by-time"), {r.id: r.started_at})
+            pipe.zadd(self._k("run", r.run_id), {r.id: seq})
+            pipe.zadd(self._k("runs"), {r.run_id: r.started_at}, gt=True)  # GT still adds new members
+            pipe.hsetnx(self._k("runs", "first"), r.run_id, r.started_at)
+            pipe.hincrby(self._k("runs", "failures"), r.run_id, 1 if r.category else 0)
+            if r.category:
+                pipe.zadd(self._k("failures"), {f"{r.id}|{r.target}|{r.category}|{r.failure_mode}": r.started_at})
+        await pipe.execute()
+
+    async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:
+        ids = await self._redis.zrange(self._k("run", run_id), 0, -1)
+        blobs = await self._redis.mget([self._k("h", "rec", _text(i)) for i in ids]) if ids else []
+        return sorted((decode_record(b) for b in blobs if b is not None), key=lambda r: r.started_at)
+
+    async def list_runs(self, limit: int) -> list[RunSummary]:
+        newest: list[Any] = await self._redis.zrevrange(self._k("runs"), 0, limit - 1, withscores=True)
+        summaries = []
+        for raw_id, last in newest:
+            run_id = _text(raw_id)
+            count = await self._redis.zcard(self._k("run", run_id))
+            first = await self._redis.hget(self._k("runs", "first"), run_id)
+            failures = await self._redis.hget(self._k("runs", "failures"), run_id)
+            summaries.append(RunSummary(run_id, float(first or last), float(last), int(count), int(failures or 0)))
+        return summaries
+
+    async def failure_counts(self, since: float) -> list[FailureCount]:
+        members = await self._redis.zrangebyscore(self._k("failures"), since, "+inf")
+        counts: dict[tuple[str, str, str], int] = {}
+        for member in members:
+            _, route, category, mode = _text(member).split("|", 3)
+            counts[(route, category, mode)] = counts.get((route, category, mode), 0) + 1
+        return [FailureCount(*key, count) for key, count in sorted(counts.items())]
+
+    async def prune_handoffs(self, *, keep: int, older_than: float) -> int:
+        old = await self._redis.zrangebyscore(self._k("h", "by-time"), "-inf", f"({older_than}")
+        beyond = await self._redis.zrange(self._k("h", "by-seq"), 0, -(keep + 1))
+        doomed = {_text(i) for i in [*old, *beyond]}
+        for record_id in doomed:
+            blob = await self._redis.get(self._k("h", "rec", record_id))
+            pipe = self._redis.pipeline(transaction=True)
+            if blob is not None:
+                r = decode_record(blob)
+                pipe.zrem(self._k("run", r.run_id), record_id)
+                pipe.zrem(self._k("failures"), f"{r.id}|{r.target}|{r.category}|{r.failure_mode}")
+            pipe.delete(self._k("h", "rec", record_id))
+            pipe.zrem(self._k("h", "by-seq"), record_id)
+            pipe.zrem(self._k("h", "by-time"), record_id)
+            await pipe.execute()
+        return len(doomed)
+
+    async def add_artifact_version(self, version: ArtifactVersion) -> None:
+        key = self._k("art", version.run_id, version.artifact)
+        entry = orjson.dumps({"version": version.version, "digest": version.digest, "at": version.produced_at})
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(key, entry)
+        pipe.expire(key, self._retention)
+        await pipe.execute()
+
+    async def artifact_versions(self, run_id: str, artifact: str) -> list[ArtifactVersion]:
+        entries = [orjson.loads(e) for e in await self._redis.lrange(self._k("art", run_id, artifact), 0, -1)]
+        return [ArtifactVersion(run_id, artifact, e["version"], e["digest"], e["at"]) for e in entries]
+
+    # -- escalations -------------------------------------------------------------------------------------
+
+    async def add_escalation(self, item: EscalationItem) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._k("esc", item.id), encode_item(item))
+        pipe.zadd(self._k("esc", "by-time"), {item.id: item.created_at})
+        pipe.sadd(self._k("esc", "status", item.status), item.id)
+        await pipe.execute()
+
+    async def get_escalation(self, item_id: str) -> EscalationItem | None:
+        blob = await self._redis.get(self._k("esc", item_id))
+        return None if blob is None else decode_item(blob)
+
+    async def list_escalations(self, *, status: str | None, route: str | None, limit: int) -> list[EscalationItem]:
+        items: list[EscalationItem] = []
+        for raw_id in await self._redis.zrevrange(self._k("esc", "by-time"), 0, -1):
+            item = await self.get_escalation(_text(raw_id))
+            if item is not None and status in (None, item.status) and route in (None, item.route):
+                items.append(item)
+                if len(items) >= limit:
+                    break
+        return items
+
+    async def replace_escalation(self, item: EscalationItem) -> None:
+        previous = await self.get_escalation(item.id)
+        pipe = self._redis.pipeline(transaction=True)
+        if previous is not None:
+            pipe.srem(self._k("esc", "status", previous.status), item.id)
+        pipe.set(self._k("esc", item.id), encode_item(item))
+        pipe.sadd(self._k("esc", "status", item.status), item.id)
+        await pipe.execute()
+
+    async def count_escalations(self, status: str) -> int:
+        return int(await self._redis.scard(self._k("esc", "status", status)))
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+
+    async def claim_checkpoint(
+        self, key: str, request_digest: str, *, now: float, ttl: float
+    ) -> CheckpointRecord | None:
+        claim = encode_checkpoint(CheckpointRecord(key, request_digest, "in_flight", now + ttl))
+        for _ in range(3):  # a record can expire between the failed claim and the read: claim again
+            if await self._redis.set(self._k("ckpt", key), claim, nx=True, px=max(1, int(ttl * 1000))):
+                return None
+            blob = await self._redis.get(self._k("ckpt", key))
+            if blob is not None:
+                return decode_checkpoint(blob)
+        raise RuntimeError(f"checkpoint {key!r} kept changing while being claimed")
+
+    async def complete_checkpoint(
+        self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes,
+        expires_at: float,
+    ) -> None:  # fmt: skip
+        record = CheckpointRecord(key, request_digest, "done", expires_at, status, dict(headers), body)
+        ttl_ms = max(1, int((expires_at - time.time()) * 1000))
+        await self._redis.set(self._k("ckpt", key), encode_checkpoint(record), px=ttl_ms)
+
+    async def release_checkpoint(self, key: str) -> None:
+        await self._redis.eval(_RELEASE_IN_FLIGHT, 1, self._k("ckpt", key))
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,162 @@
+"""One behavioural contract for every store backend: the embedded SQLite and the shared Redis."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.admin.client import AdminClient
+from gateway.config import RouteSpec
+from gateway.store.base import ArtifactVersion, EscalationItem, HandoffRecord, Store
+from gateway.store.sqlite import SQLiteStore
+from tests.conftest import TOKEN, Upstream, contract, gateway_config
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        backend: Store = SQLiteStore(":memory:")
+    else:
+        from gateway.store.redis import RedisStore
+
+        url = request.getfixturevalue("redis_url")
+        backend = RedisStore(url, prefix=f"test-{secrets.token_hex(4)}:")
+    yield backend
+    await backend.close()
+
+
+def handoff(n: int, run: str = "r", category: str | None = None) -> HandoffRecord:
+    return HandoffRecord(
+        id=f"h{n}", run_id=run, step="s", attempt=1, source="a", target="b", method="POST", path="/",
+        status=200 if category is None else 502, verdict="valid" if category is None else "response_invalid",
+        trace_id="t", started_at=1000.0 + n, duration_ms=1.0, category=category,
+        failure_mode=None if category is None else "information withholding",
+        violations=() if category is None else ({"pointer": "/x", "keyword": "required", "message": "m"},),
+    )  # fmt: skip
+
+
+async def test_routes(store: Store) -> None:
+    await store.put_route(RouteSpec(name="b", upstream="http://b"))
+    await store.put_route(RouteSpec(name="a", upstream="http://a"))
+    await store.put_route(RouteSpec(name="a", upstream="http://a2"))
+    assert [(r.name, r.upstream) for r in await store.list_routes()] == [("a", "http://a2"), ("b", "http://b")]
+    assert await store.delete_route("a")
+    assert not await store.delete_route("a")
+
+
+async def test_versioned_documents(store: Store) -> None:
+    assert [(await store.add_version("contract", i, {"n": n})).version for n, i in enumerate("aaba")] == [1, 2, 1, 3]
+    assert (await store.add_version("policy", "a", {})).version == 1
+    await store.set_active("contract", "a", 2)
+    heads = await store.list_heads("contract")
+    assert [(h.id, h.latest_version, h.active_version) for h in heads] == [("a", 3, 2), ("b", 1, None)]
+    assert [d.document for d in await store.list_versions("contract", "a")] == [{"n": 0}, {"n": 1}, {"n": 3}]
+    stored = await store.get_version("contract", "a", 2)
+    assert stored is not None
+    assert stored.document == {"n": 1}
+    assert await store.get_version("contract", "a", 7) is None
+    await store.set_active("contract", "a", None)
+    assert (await store.list_heads("contract"))[0].active_version is None
+
+
+async def test_audit_trail_runs_stats_and_retention(store: Store) -> None:
+    await store.append_handoffs([handoff(1, "r1"), handoff(2, "r1", "inter-agent misalignment"), handoff(3, "r2")])
+    await store.append_handoffs([handoff(4, "r1")])
+    assert [r.id for r in await store.run_handoffs("r1")] == ["h1", "h2", "h4"]
+    assert (await store.run_handoffs("r1"))[1] == handoff(2, "r1", "inter-agent misalignment")
+    runs = await store.list_runs(10)
+    assert [(r.run_id, r.handoffs, r.failures, r.first_at, r.last_at) for r in runs] == [
+        ("r1", 3, 1, 1001.0, 1004.0), ("r2", 1, 0, 1003.0, 1003.0)
+    ]  # fmt: skip
+    counts = await store.failure_counts(0)
+    assert [(c.route, c.category, c.mode, c.count) for c in counts] == [
+        ("b", "inter-agent misalignment", "information withholding", 1)
+    ]
+    assert await store.failure_counts(1002.5) == []
+    await store.prune_handoffs(keep=2, older_than=0)
+    assert [r.id for r in await store.run_handoffs("r1")] == ["h4"]
+    await store.prune_handoffs(keep=10, older_than=1003.5)
+    assert [r.id for r in await store.run_handoffs("r1")] == ["h4"]
+    assert await store.run_handoffs("r2") == []
+
+
+async def test_artifacts(store: Store) -> None:
+    for version in (1.0, 2.0):
+        await store.add_artifact_version(ArtifactVersion("r", "draft", version, None, 5.0))
+    assert [a.version for a in await store.artifact_versions("r", "draft")] == [1.0, 2.0]
+    assert await store.artifact_versions("r", "plan") == []
+
+
+async def test_escalations(store: Store) -> None:
+    item = EscalationItem(
+        id="e1", created_at=1.0, status="pending", reason="timeout", route="b", method="POST", path="/",
+        query="", request_headers={"X": "1"}, request_body=b"\x00{}", trace_id="t", run_id="r", attempts=2,
+    )  # fmt: skip
+    await store.add_escalation(item)
+    await store.add_escalation(replace(item, id="e2", created_at=2.0, route="c"))
+    assert await store.get_escalation("e1") == item
+    assert [i.id for i in await store.list_escalations(status="pending", route=None, limit=10)] == ["e2", "e1"]
+    assert [i.id for i in await store.list_escalations(status=None, route="b", limit=10)] == ["e1"]
+    await store.replace_escalation(replace(item, status="resolved", resolution_status=200, resolution_body=b"ok"))
+    assert (await store.count_escalations("pending"), await store.count_escalations("resolved")) == (1, 1)
+    resolved = await store.get_escalation("e1")
+    assert resolved is not None
+    assert resolved.resolution_body == b"ok"
+    assert await store.get_escalation("nope") is None
+
+
+async def test_checkpoints(store: Store) -> None:
+    assert await store.claim_checkpoint("k", "d1", now=100.0, ttl=60) is None
+    in_flight = await store.claim_checkpoint("k", "d1", now=101.0, ttl=60)
+    assert in_flight is not None
+    assert in_flight.state == "in_flight"
+    await store.release_checkpoint("k")
+    assert await store.claim_checkpoint("k", "d1", now=102.0, ttl=60) is None
+    import time
+
+    await store.complete_checkpoint(
+        "k", "d1", status=200, headers={"Content-Type": "application/json"}, body=b"{}", expires_at=time.time() + 60
+    )
+    await store.release_checkpoint("k")  # only in-flight claims are released
+    done = await store.claim_checkpoint("k", "d1", now=time.time(), ttl=60)
+    assert done is not None
+    assert (done.state, done.status, done.body) == ("done", 200, b"{}")
+    assert done.headers == {"Content-Type": "application/json"}
+
+
+async def test_two_sidecars_share_runs_and_artifacts_through_redis(
+    redis_url: str, make_gateway: Any, make_upstream: Any, http: aiohttp.ClientSession
+) -> None:
+    """The writer's sidecar records draft v2; the critic's sidecar, another process in production, sees it."""
+    from tests.test_policies import scripted
+
+    writer: Upstream = await make_upstream(scripted((200, {"version": 2})))
+    critic: Upstream = await make_upstream(scripted((200, {"ok": True})))
+    shared = {"backend": "redis", "url": redis_url, "prefix": f"fleet-{secrets.token_hex(4)}:"}
+    writer_gw = await make_gateway(gateway_config([{"name": "writer", "upstream": writer.url}], store=shared))
+    critic_gw = await make_gateway(gateway_config([{"name": "critic", "upstream": critic.url}], store=shared))
+    produces = contract(id="writer.draft", route="writer", operation={"method": "POST", "path": "/draft"},
+                        request={}, responses={"200": {"type": "object"}},
+                        context={"produces": {"artifact": "draft", "version": "/version"}})  # fmt: skip
+    consumes = contract(id="critic.review", route="critic", operation={"method": "POST", "path": "/review"},
+                        request={"body": {"type": "object"}}, responses={},
+                        context={"consumes": {"artifact": "draft", "version": "/version"}})  # fmt: skip
+    async with AdminClient(writer_gw.admin_url, TOKEN) as admin:
+        await admin.request("PUT", "/contracts/writer.draft", body=produces)
+    async with AdminClient(critic_gw.admin_url, TOKEN) as admin:
+        await admin.request("PUT", "/contracts/critic.review", body=consumes)
+    headers = {"X-Run-Id": "fleet-run"}
+    async with http.post(f"{writer_gw.data_url}/writer/draft", json={}, headers=headers) as resp:
+        assert resp.status == 200
+    async with http.post(f"{critic_gw.data_url}/critic/review", json={"version": 1}, headers=headers) as resp:
+        assert resp.status == 409
+    await critic_gw.state.audit.flush()  # what its background writer does within audit.flush_interval
+    async with AdminClient(writer_gw.admin_url, TOKEN) as admin:
+        run = await admin.request("GET", "/runs/fleet-run")  # both sidecars' records, one timeline
+    assert [(h["target"], h["verdict"]) for h in run["handoffs"]] == [("writer", "valid"), ("critic", "stale_context")]
+    assert critic.seen == []
