@@ -177,7 +177,6 @@ async def start_gateway(
     )
     await data_runner.setup()
     await web.TCPSite(data_runner, config.listen.host, config.listen.port, reuse_address=True).start()
-    state.proxy = proxy
     admin_runner, admin_port = None, None
     start_admin, token, host = admin_token(config, insecure_admin)
     if start_admin:

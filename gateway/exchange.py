@@ -36,7 +36,6 @@ class Exchange:
     span: Span
     trace_id: str
     run_id: str
-    run_id_generated: bool
     source: str
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)

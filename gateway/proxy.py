@@ -213,13 +213,12 @@ class Proxy:
     def _begin(self, request: web.Request) -> Exchange:
         parent = self._p.propagator.extract(request.headers)
         run_id = request.headers.get(RUN_HEADER) or baggage.get_baggage(RUN_BAGGAGE, parent)
-        generated = not run_id
         run_id = str(run_id) if run_id else f"{random.getrandbits(64):016x}"  # an id, not a secret
         span = self._p.tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
         source = request.headers.get(AGENT_HEADER, "unknown")
         if span.is_recording():
             span.set_attributes({"run.id": run_id, "agent.source": source})
-        return Exchange(request, span, trace_id_of(span), run_id, generated, source)
+        return Exchange(request, span, trace_id_of(span), run_id, source)
 
     def _route(self, exchange: Exchange) -> RouteSpec:
         request = exchange.request

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -17,9 +16,6 @@ from gateway.policies.registry import PolicyRegistry
 from gateway.routes import RouteRegistry
 from gateway.store.base import Store
 
-if TYPE_CHECKING:
-    from gateway.proxy import Proxy
-
 
 @dataclass(slots=True)
 class GatewayState:
@@ -32,7 +28,6 @@ class GatewayState:
     metrics: Metrics
     breakers: BreakerRegistry
     escalations: Escalations
-    proxy: Proxy | None = None
     ready: bool = False
 
 

@@ -33,7 +33,6 @@ class _HasId(Protocol):
 
 SpecT = TypeVar("SpecT", bound=_HasId)
 TableT = TypeVar("TableT")
-Active = Mapping[str, tuple[SpecT, int]]
 
 
 class VersionedRegistry(ABC, Generic[SpecT, TableT]):
