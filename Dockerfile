@@ -3,11 +3,12 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install '.[redis]'
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local
 COPY contracts /opt/agent-gateway/contracts
+COPY policies /opt/agent-gateway/policies
 RUN useradd --system --uid 10001 gateway && mkdir -p /var/lib/agent-gateway && chown gateway /var/lib/agent-gateway
 USER 10001
 ENV GATEWAY_STORE__PATH=/var/lib/agent-gateway/gateway.db \
