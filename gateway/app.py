@@ -180,6 +180,8 @@ async def start_gateway(
     admin_runner, admin_port = None, None
     start_admin, token, host = admin_token(config, insecure_admin)
     if start_admin:
+        if token is None:
+            log.warning("admin API WITHOUT authentication on %s (--insecure-admin): local development only", host)
         admin_runner = web.AppRunner(build_admin_app(state, token=token), access_log=None)
         await admin_runner.setup()
         await web.TCPSite(admin_runner, host, config.admin.port, reuse_address=True).start()

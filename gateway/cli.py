@@ -47,8 +47,9 @@ async def _serve(args: argparse.Namespace) -> int:
     gateway = await start_gateway(config, insecure_admin=args.insecure_admin)
     gc.freeze()  # everything loaded at start-up lives forever: keep it out of every future collection
     logging.getLogger("agent_gateway").info(
-        "serving data plane on %s:%d, admin API on %s", config.listen.host, gateway.data_port, gateway.admin_url
-    )
+        "serving data plane on %s:%d, admin API %s", config.listen.host, gateway.data_port,
+        f"on {gateway.admin_url}" if gateway.admin_url else "disabled",
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
