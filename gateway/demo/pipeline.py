@@ -169,7 +169,11 @@ def demo_config(token: str) -> GatewayConfig:
 
 
 def load_contract_documents(directory: Path) -> list[dict[str, Any]]:
-    return [load_document_file(p) for p in sorted(directory.glob("*.y*ml"))]
+    """The demo's YAML documents; an empty or missing directory is an error, not an empty demo."""
+    documents = [load_document_file(p) for p in sorted(directory.glob("*.y*ml"))]
+    if not documents:
+        raise FileNotFoundError(f"no demo documents in {directory}: run from a checkout or pass --contracts/--policies")
+    return documents
 
 
 async def run_demo(contracts_dir: Path, policies_dir: Path, out: TextIO = sys.stdout) -> int:
