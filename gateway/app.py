@@ -7,6 +7,8 @@ session → bind the data plane → bind the admin API → mark ready. ``close``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from gateway.proxy import Collaborators, Proxy
 from gateway.recovery import Recovery
 from gateway.routes import RouteRegistry
 from gateway.state import STATE, GatewayState
-from gateway.store.base import Store
+from gateway.store.base import ChangeFeed, Store
 from gateway.store.sqlite import SQLiteStore
 from gateway.telemetry import build_tracer_provider, propagator, tracer_for
 from gateway.transport import new_session
@@ -103,6 +105,22 @@ def _bound_port(runner: web.AppRunner) -> int:
     return int(server[1])
 
 
+async def follow_changes(state: GatewayState) -> None:
+    """Rebuild a table whenever another gateway sharing the store changes it (Redis pub/sub)."""
+    assert isinstance(state.store, ChangeFeed)
+    registries: dict[str, Any] = {"route": state.routes, "contract": state.contracts, "policy": state.policies}
+    while True:
+        try:
+            async for kind in state.store.changes():
+                if kind in registries:
+                    await registries[kind].load()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("lost the store's change feed; resubscribing in 1 s")
+            await asyncio.sleep(1)
+
+
 def open_store(config: GatewayConfig) -> Store:
     if config.store.backend == "redis":
         from gateway.store.redis import RedisStore  # only sidecar fleets need the redis client
@@ -157,8 +175,17 @@ async def start_gateway(
     await state.escalations.bind(session)
     proxy = _build_proxy(state, session, provider)
     state.audit.start()
+    follower = (
+        asyncio.create_task(follow_changes(state), name="store-changes")
+        if isinstance(state.store, ChangeFeed)
+        else None
+    )
 
     async def close_session(_: web.Application) -> None:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         await state.escalations.close()
         await session.close()
 

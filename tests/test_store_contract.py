@@ -160,3 +160,23 @@ async def test_two_sidecars_share_runs_and_artifacts_through_redis(
         run = await admin.request("GET", "/runs/fleet-run")  # both sidecars' records, one timeline
     assert [(h["target"], h["verdict"]) for h in run["handoffs"]] == [("writer", "valid"), ("critic", "stale_context")]
     assert critic.seen == []
+
+
+async def test_a_change_made_through_one_sidecar_reaches_the_others(
+    redis_url: str, make_gateway: Any, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    import asyncio
+
+    shared = {"backend": "redis", "url": redis_url, "prefix": f"feed-{secrets.token_hex(4)}:"}
+    first = await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}], store=shared))
+    second = await make_gateway(gateway_config([], store=shared))  # learns the route from the store
+    await asyncio.sleep(0.1)  # both followers subscribed
+    async with AdminClient(first.admin_url, TOKEN) as admin:
+        await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+        await admin.put_route("agent", {"upstream": upstream.url})
+    for _ in range(100):
+        if second.state.contracts.table.get("agent.tasks") and second.state.routes.table.get("agent"):
+            break
+        await asyncio.sleep(0.02)
+    async with http.post(f"{second.data_url}/agent/tasks", json={"bad": 1}) as resp:
+        assert resp.status == 422  # enforced by the sidecar that was never told directly

@@ -7,9 +7,9 @@ registries rebuild after each change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.config import RouteSpec
 
@@ -138,6 +138,13 @@ class CheckpointRecord:
     status: int | None = None
     headers: Mapping[str, str] | None = None
     body: bytes | None = None
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A store shared by several gateways announces changes so each can rebuild its in-memory tables."""
+
+    def changes(self) -> AsyncIterator[str]: ...
 
 
 class Store(Protocol):

@@ -1,9 +1,10 @@
 """The shared store for many sidecars: the same interface as SQLite, on one Redis.
 
 What sharing buys: escalations, checkpoints, the audit trail, run artifacts (stale-context detection across
-agents) and document history are the same for every gateway on the Redis. Contract and policy *tables* stay
-per-process snapshots built at start-up and on each admin change made through that gateway (a change made
-through another gateway is seen after a restart — documented).
+agents), routes and document history are the same for every gateway on the Redis. Each gateway still serves
+routes, contracts and policies from in-memory tables; every change is announced on a pub/sub channel and each
+gateway rebuilds the affected table from the store (``changes()``), so a contract registered through one
+sidecar's admin API is enforced by all of them moments later.
 
 Keys (all under ``prefix``, default ``agw:``)::
 
@@ -19,12 +20,13 @@ Keys (all under ``prefix``, default ``agw:``)::
     art:<run>:<artifact>        LIST   versions produced (expire with the audit retention)
     esc:<id> / esc:by-time / esc:status:<status>   escalation items, their order, and status sets
     ckpt:<key>                  STRING checkpoint, expiring with its TTL (SET NX claims it atomically)
+    changes                     pub/sub channel: "route" | "contract" | "policy" after every change
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -79,9 +81,28 @@ class RedisStore:
 
     async def put_route(self, route: RouteSpec) -> None:
         await self._redis.hset(self._k("routes"), route.name, route.model_dump_json())
+        await self._announce("route")
 
     async def delete_route(self, name: str) -> bool:
-        return bool(await self._redis.hdel(self._k("routes"), name))
+        removed = bool(await self._redis.hdel(self._k("routes"), name))
+        await self._announce("route")
+        return removed
+
+    # -- change feed: what keeps every sidecar's in-memory tables current --------------------------------
+
+    async def _announce(self, kind: str) -> None:
+        await self._redis.publish(self._k("changes"), kind)
+
+    async def changes(self) -> AsyncIterator[str]:
+        """The kinds ("route", "contract", "policy") changed by any gateway sharing this Redis."""
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(self._k("changes"))
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield _text(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- versioned documents -----------------------------------------------------------------------------
 
@@ -118,6 +139,7 @@ class RedisStore:
             await self._redis.hdel(key, doc_id)
         else:
             await self._redis.hset(key, doc_id, str(version))
+        await self._announce(kind)
 
     # -- audit trail -------------------------------------------------------------------------------------
 
