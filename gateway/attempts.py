@@ -33,9 +33,9 @@ from gateway.exchange import Exchange
 from gateway.policies.breaker import BreakerRegistry, CircuitBreaker
 from gateway.policies.document import PolicySpec, Retry
 from gateway.policies.retry import Backoff, BudgetTracker, may_retry
+from gateway.upstream import DEADLINE_HEADER
 
 DEFAULT_FAILURE_STATUSES = Retry().statuses
-DEADLINE_HEADER = "X-Request-Timeout-Ms"
 
 
 @dataclass(frozen=True, slots=True)

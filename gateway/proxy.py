@@ -21,10 +21,8 @@ Every failure is a :class:`gateway.errors.GatewayError` mapped to a problem docu
 
 from __future__ import annotations
 
-import io
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +33,6 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from gateway.attempts import (
-    DEADLINE_HEADER,
     AttemptFailed,
     AttemptFn,
     BufferedResponse,
@@ -47,11 +44,9 @@ from gateway.attempts import (
 from gateway.config import Limits, RouteSpec, Timeouts
 from gateway.context import ContextTracker
 from gateway.contracts.registry import ContractRegistry
-from gateway.contracts.validation import CompiledContract
 from gateway.errors import (
     BreakerOpen,
     ContractViolation,
-    Direction,
     GatewayError,
     NoRoute,
     PayloadTooLarge,
@@ -59,7 +54,6 @@ from gateway.errors import (
     UpstreamError,
     UpstreamPayloadTooLarge,
     UpstreamTimeout,
-    Violation,
     problem_response,
 )
 from gateway.exchange import Exchange
@@ -75,19 +69,13 @@ from gateway.transport import (
     STREAM_CHUNK,
     downstream_response_headers,
     read_limited,
-    stream_request_body,
-    upstream_request_headers,
-    upstream_url,
 )
-from gateway.upstream import UpstreamCall
+from gateway.upstream import UpstreamCall, prepare_call
+from gateway.verdicts import CHECKPOINT_HEADER, RUN_HEADER, judge, mark
 
 log = logging.getLogger("agent_gateway.proxy")
 
-VERDICT_HEADER = "X-Contract-Verdict"
-RUN_HEADER = "X-Run-Id"
 AGENT_HEADER = "X-Agent-Name"
-CHECKPOINT_HEADER = "X-Checkpoint"
-LARGE_BODY = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +260,7 @@ class Proxy:
         document, (violations, total) = contract.check_request(exchange.request, body, self._limits.max_violations)
         if self._p.keep_payloads:
             exchange.request_document = document
-        self.judge(exchange, contract, "request", violations, total)
+        judge(exchange, contract, "request", violations, total)
         return document
 
     async def _check_context(self, exchange: Exchange, document: Any) -> None:
@@ -281,7 +269,7 @@ class Proxy:
             return
         stale = await self._p.context.check(exchange.run_id, contract.spec.consumes, document, exchange.request.headers)
         if stale is not None:
-            self.judge(exchange, contract, "request", (stale,), 1, verdict="stale_context")
+            judge(exchange, contract, "request", (stale,), 1, verdict="stale_context")
 
     async def _attempt(
         self, exchange: Exchange, policy: PolicySpec, body: bytes | None, budget: float | None, final: bool
@@ -301,29 +289,12 @@ class Proxy:
             raise AttemptFailed("timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error", exc) from exc
 
     def send(
-        self, exchange: Exchange, route: RouteSpec, body: bytes | None, timeout: float | None = None
+        self, exchange: Exchange, route: RouteSpec, body: bytes | None, budget: float | None = None
     ) -> UpstreamCall:
-        request = exchange.request
-        streamed = body is None
-        headers = upstream_request_headers(request, keep_length=streamed)
-        headers[RUN_HEADER] = exchange.run_id
-        if timeout is not None:
-            headers[DEADLINE_HEADER] = str(max(1, int(timeout * 1000)))
-        if exchange.contract is not None and exchange.contract.responses:
-            headers["Accept-Encoding"] = "identity"  # the gateway must be able to read what it validates
-        data: AsyncIterator[bytes] | io.BytesIO | bytes | None = body
-        if streamed and request.body_exists:
-            data = stream_request_body(request, self._limits.max_body_bytes)
-        elif body is not None and len(body) > LARGE_BODY:
-            data = io.BytesIO(body)  # aiohttp writes large bytes in one go and warns; BytesIO is sent in chunks
-        client_timeout = None
-        if timeout is not None:
-            client_timeout = aiohttp.ClientTimeout(total=timeout, connect=self._p.timeouts.connect,
-                                                   sock_read=self._p.timeouts.read)  # fmt: skip
-        return UpstreamCall(
-            session=self._p.session, tracer=self._p.tracer, exchange=exchange,
-            route=route.name, method=request.method, url=upstream_url(route.upstream, exchange.path, exchange.query),
-            headers=headers, data=data, timeout=client_timeout,
+        """One call to ``route`` (the exchange's own, or a fallback's) within ``budget`` seconds."""
+        return prepare_call(
+            session=self._p.session, tracer=self._p.tracer, limits=self._limits, timeouts=self._p.timeouts,
+            exchange=exchange, route=route, body=body, budget=budget,
         )  # fmt: skip
 
     async def _relay(
@@ -349,10 +320,10 @@ class Proxy:
         )
         if self._p.keep_payloads:
             exchange.response_document = document
-        self.judge(exchange, contract, "response", violations, total)
+        judge(exchange, contract, "response", violations, total)
         if contract.spec.produces is not None and 200 <= upstream.status < 300:
             await self._p.context.record(exchange.run_id, contract.spec.produces, document, headers)
-        self.mark(exchange, headers)
+        mark(exchange, headers)
         return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=headers)
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -378,56 +349,10 @@ class Proxy:
             "upstream_error", error, retry_after=parse_retry_after(upstream.headers.get("Retry-After")), response=kept
         )
 
-    def judge(
-        self,
-        exchange: Exchange,
-        contract: CompiledContract,
-        direction: Direction,
-        violations: Sequence[Violation],
-        total: int,
-        *,
-        verdict: str | None = None,
-    ) -> None:
-        """Record the verdict; raise the violation unless the contract says to let it pass."""
-        if not total:
-            exchange.verdict = exchange.verdict or "valid"
-            exchange.span.set_attribute("contract.verdict", exchange.verdict)
-            return
-        verdict = verdict or f"{direction}_invalid"
-        exchange.verdict = verdict
-        exchange.add_violations(direction, tuple(violations), total)
-        exchange.span.set_attributes({"contract.verdict": verdict, "contract.violations": exchange.violation_count})
-        if contract.spec.action(verdict) == "pass":
-            exchange.notes.append(f"{verdict.replace('_invalid', '')}_violations={total}")
-            log.warning(
-                "contract %s v%d: %s passed on (%s): %d violation(s), first at %r: %s",
-                contract.id, contract.version, verdict, contract.spec.mode, total,
-                violations[0].pointer, violations[0].message,
-                extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id},
-            )  # fmt: skip
-            return
-        raise ContractViolation(
-            contract=contract.id, version=contract.version, direction=direction, violations=violations,
-            total=total, stale=verdict == "stale_context",
-        )  # fmt: skip
-
-    def mark(self, exchange: Exchange, headers: aiohttp.typedefs.LooseHeaders) -> None:
-        """Verdict, run id and checkpoint headers on whatever goes back to the caller."""
-        headers[RUN_HEADER] = exchange.run_id  # type: ignore[index]
-        if exchange.checkpoint is not None:
-            headers[CHECKPOINT_HEADER] = exchange.checkpoint  # type: ignore[index]
-        contract = exchange.contract
-        if contract is None or exchange.verdict is None:
-            return
-        parts = [exchange.verdict, f"contract={contract.id}", f"version={contract.version}", *exchange.notes]
-        if exchange.attempt > 1:
-            parts.append(f"attempts={exchange.attempt}")
-        headers[VERDICT_HEADER] = "; ".join(parts)  # type: ignore[index]
-
     async def _stream_back(
         self, exchange: Exchange, upstream: aiohttp.ClientResponse, headers: aiohttp.typedefs.LooseHeaders
     ) -> web.StreamResponse:
-        self.mark(exchange, headers)
+        mark(exchange, headers)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         if upstream.content_length is not None:
             if upstream.content_length > self._limits.max_body_bytes:
@@ -450,7 +375,7 @@ class Proxy:
         exchange.status = replay.status
         exchange.verdict = exchange.verdict or "valid"
         headers = dict(replay.headers)
-        self.mark(exchange, headers)
+        mark(exchange, headers)
         return web.Response(body=replay.body, status=replay.status, headers=headers)
 
     async def _store_checkpoint(
@@ -476,5 +401,5 @@ class Proxy:
         if status >= 500:
             exchange.span.set_status(StatusCode.ERROR, error.detail)
         headers: dict[str, str] = {}
-        self.mark(exchange, headers)
+        mark(exchange, headers)
         return problem_response(error, exchange.trace_id, headers)

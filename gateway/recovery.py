@@ -26,6 +26,7 @@ from gateway.policies.document import PolicySpec
 from gateway.policies.escalation import OUTCOME_PATH, EscalationNotFound, Escalations, new_item_id, public_view
 from gateway.routes import RouteRegistry
 from gateway.store.base import EscalationItem
+from gateway.verdicts import mark
 
 if TYPE_CHECKING:
     from gateway.proxy import Proxy
@@ -54,7 +55,7 @@ class Recovery:
         if failure.action == "fallback" and policy.fallback is not None:
             return await self._fallback(proxy, exchange, failure, policy, body)
         if failure.response is not None:
-            proxy.mark(exchange, failure.response.headers)
+            mark(exchange, failure.response.headers)
             return failure.response.to_web()
         raise failure.error
 
@@ -81,7 +82,7 @@ class Recovery:
             raise Escalated(item.id, failure.condition, outcome) from failure.error
         exchange.status = 202
         headers = {"Location": outcome}
-        proxy.mark(exchange, headers)
+        mark(exchange, headers)
         document = {"escalation_id": item.id, "status": "pending", "reason": failure.condition, "outcome_url": outcome}
         return web.json_response(document, status=202, headers=headers)
 
@@ -105,7 +106,7 @@ class Recovery:
         exchange.status = status
         exchange.notes.append(f"fallback={origin}")
         headers = CIMultiDict({"Content-Type": content_type, FALLBACK_HEADER: origin})
-        proxy.mark(exchange, headers)
+        mark(exchange, headers)
         return web.Response(body=answer, status=status, headers=headers)
 
     def _check_fallback(self, exchange: Exchange, status: int, answer: bytes, content_type: str) -> None:

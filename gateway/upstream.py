@@ -3,7 +3,9 @@ transport failure mapped to a :class:`GatewayError` raised ``from`` the original
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 from multidict import CIMultiDict
@@ -11,9 +13,15 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from yarl import URL
 
+from gateway.config import Limits, RouteSpec, Timeouts
 from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.exchange import Exchange
 from gateway.telemetry import inject_upstream
+from gateway.transport import stream_request_body, upstream_request_headers, upstream_url
+from gateway.verdicts import RUN_HEADER
+
+DEADLINE_HEADER = "X-Request-Timeout-Ms"
+LARGE_BODY = 1024 * 1024
 
 
 class UpstreamCall:
@@ -98,3 +106,39 @@ class UpstreamCall:
         if isinstance(exc, aiohttp.ClientError):
             detail = f"Upstream {self._route!r} broke off its response: {type(exc).__name__}."
             raise UpstreamError(self._route, detail) from exc
+
+
+def prepare_call(
+    *,
+    session: aiohttp.ClientSession,
+    tracer: Tracer,
+    limits: Limits,
+    timeouts: Timeouts,
+    exchange: Exchange,
+    route: RouteSpec,
+    body: bytes | None,
+    budget: float | None,
+) -> UpstreamCall:
+    """The request for one attempt: end-to-end headers plus the run id, the remaining deadline budget, and
+    ``Accept-Encoding: identity`` when the gateway must read the answer; a buffered body, or the inbound stream."""
+    request = exchange.request
+    streamed = body is None
+    headers = upstream_request_headers(request, keep_length=streamed)
+    headers[RUN_HEADER] = exchange.run_id
+    if budget is not None:
+        headers[DEADLINE_HEADER] = str(max(1, int(budget * 1000)))
+    if exchange.contract is not None and exchange.contract.responses:
+        headers["Accept-Encoding"] = "identity"
+    data: AsyncIterator[bytes] | io.BytesIO | bytes | None = body
+    if streamed and request.body_exists:
+        data = stream_request_body(request, limits.max_body_bytes)
+    elif body is not None and len(body) > LARGE_BODY:
+        data = io.BytesIO(body)  # aiohttp writes large bytes in one go and warns; BytesIO is sent in chunks
+    client_timeout = None
+    if budget is not None:
+        client_timeout = aiohttp.ClientTimeout(total=budget, connect=timeouts.connect, sock_read=timeouts.read)
+    return UpstreamCall(
+        session=session, tracer=tracer, exchange=exchange, route=route.name, method=request.method,
+        url=upstream_url(route.upstream, exchange.path, exchange.query), headers=headers, data=data,
+        timeout=client_timeout,
+    )  # fmt: skip

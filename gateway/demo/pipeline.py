@@ -22,8 +22,8 @@ from gateway.config import GatewayConfig
 from gateway.contracts.document import load_document_file
 from gateway.demo.agents import AGENTS, FAULT_HEADER, start_agents
 from gateway.demo.resilience import resilience_runs
-from gateway.proxy import VERDICT_HEADER
 from gateway.report import render_timeline
+from gateway.verdicts import VERDICT_HEADER
 
 PIPELINE = ("researcher", "planner", "writer", "critic")
 
