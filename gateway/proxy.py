@@ -8,7 +8,7 @@
            ─▶ _check_context  stale-context verdict (409) for contracts that declare what they consume
            ─▶ checkpoint      a stored answer for this idempotency key is replayed (``X-Checkpoint: hit``)
            ─▶ attempts        ``gateway/attempts.py``: deadline, breaker, retries, each attempt being
-                 _send          one upstream call through the pooled session (``gateway/upstream.py``)
+                 send           one upstream call through the pooled session (``gateway/upstream.py``)
                  _relay         validate the response when its status has a schema (502 on violation),
                                 record what it produces; otherwise stream it back untouched
            ─▶ recovery        when attempts end in failure: escalate, fall back, or reject
