@@ -244,7 +244,7 @@ class Proxy:
             length = exchange.request.content_length
             if length is not None and length > self._limits.max_body_bytes:
                 raise PayloadTooLarge(self._limits.max_body_bytes)
-            return b"" if needed else None
+            return None
         try:
             exchange.request_body = await exchange.request.read()
         except web.HTTPRequestEntityTooLarge as exc:

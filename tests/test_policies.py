@@ -417,3 +417,14 @@ async def test_stale_context_can_be_escalated_instead_of_refused(
     assert item["attempts"] == 0
     assert item["upstream"] is None
     assert len(upstream.seen) == 1  # the stale request never reached the consumer agent
+
+
+async def test_a_bodiless_get_stays_bodiless_when_it_may_be_retried(
+    gateway: RunningGateway, upstream: Upstream, admin: AdminClient, http: aiohttp.ClientSession
+) -> None:
+    upstream.handler = scripted((503, {"busy": True}), (200, VALID))
+    await admin.request("PUT", "/policies/p", body=policy(id="p", retry=FAST_RETRY))
+    async with http.get(f"{gateway.data_url}/agent/items") as resp:
+        assert resp.status == 200
+    assert len(upstream.seen) == 2  # retried: GET is idempotent
+    assert all("Content-Length" not in seen.headers and seen.body == b"" for seen in upstream.seen)
