@@ -111,11 +111,9 @@ class Recovery:
 
     def _check_fallback(self, exchange: Exchange, status: int, answer: bytes, content_type: str) -> None:
         contract = exchange.contract
-        schema = contract.response_schema(status) if contract else None
-        if contract is None or schema is None:
-            return
-        _, (violations, total) = contract.check_response(schema, answer, content_type, None, self._max_violations)
-        if total:
+        verdict = contract.check_answer(status, answer, content_type, self._max_violations) if contract else None
+        if contract is not None and verdict is not None and verdict[1]:
+            violations, total = verdict
             raise FallbackInvalid(
                 contract=contract.id, version=contract.version, direction="response", violations=violations,
                 total=total,

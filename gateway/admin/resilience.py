@@ -11,7 +11,7 @@ from pydantic import Field
 from gateway.admin.api import Endpoint, parse_body
 from gateway.admin.common import conflict, int_query, not_found, state_of
 from gateway.admin.models import _Model
-from gateway.errors import AdminError, ContractViolation
+from gateway.errors import AdminError
 from gateway.policies.breaker import CircuitBreaker
 from gateway.policies.checkpoint import Checkpoints, request_digest
 from gateway.policies.escalation import EscalationClosed, EscalationNotFound, public_view
@@ -103,20 +103,11 @@ async def _check_answer(state: GatewayState, item: EscalationItem, status: int, 
         contract = await state.contracts.compiled(item.contract, item.contract_version)
     except DocumentNotFound as exc:
         raise conflict(f"contract {item.contract} v{item.contract_version} is gone") from exc
-    schema = contract.response_schema(status)
-    if schema is None:
-        return
-    _, (violations, total) = contract.check_response(
-        schema, body, "application/json", None, state.config.limits.max_violations
-    )
-    if total:
-        violation = ContractViolation(
-            contract=contract.id, version=contract.version, direction="response", violations=violations, total=total
-        )
+    verdict = contract.check_answer(status, body, "application/json", state.config.limits.max_violations)
+    if verdict is not None and verdict[1]:
         raise AdminError(
             422, f"The answer violates contract {contract.id!r} version {contract.version}; nothing was changed.",
-            kind="response-invalid", title="Answer violates contract",
-            errors=[v.as_dict() for v in violation.violations],
+            kind="response-invalid", title="Answer violates contract", errors=[v.as_dict() for v in verdict[0]],
         )  # fmt: skip
 
 

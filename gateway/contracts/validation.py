@@ -168,6 +168,12 @@ class CompiledContract:
         document, problems = parse_json_payload(body, content_type, content_encoding)
         return document, problems if problems[1] else schema.check(document, limit)
 
+    def check_answer(self, status: int, body: bytes, content_type: str, limit: int) -> Verdict | None:
+        """An answer given outside the data path (a dry run, a fallback, a person's correction): its violations
+        under the schema for ``status``, or ``None`` when no schema covers that status."""
+        schema = self.response_schema(status)
+        return None if schema is None else self.check_response(schema, body, content_type, None, limit)[1]
+
 
 def compile_contract(
     spec: ContractSpec, version: int, registry: jsonschema_rs.Registry | None = None
