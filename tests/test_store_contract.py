@@ -167,10 +167,18 @@ async def test_a_change_made_through_one_sidecar_reaches_the_others(
 ) -> None:
     import asyncio
 
-    shared = {"backend": "redis", "url": redis_url, "prefix": f"feed-{secrets.token_hex(4)}:"}
+    import redis.asyncio as aioredis
+
+    prefix = f"feed-{secrets.token_hex(4)}:"
+    shared = {"backend": "redis", "url": redis_url, "prefix": prefix}
     first = await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}], store=shared))
     second = await make_gateway(gateway_config([], store=shared))  # learns the route from the store
-    await asyncio.sleep(0.1)  # both followers subscribed
+    probe = aioredis.from_url(redis_url)
+    for _ in range(200):  # until both gateways listen on the change channel
+        if dict(await probe.pubsub_numsub(f"{prefix}changes")).get(f"{prefix}changes".encode()) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await probe.aclose()
     async with AdminClient(first.admin_url, TOKEN) as admin:
         await admin.request("PUT", "/contracts/agent.tasks", body=contract())
         await admin.put_route("agent", {"upstream": upstream.url})
