@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -89,10 +89,10 @@ def failure_statuses(policy: PolicySpec) -> frozenset[int]:
     return policy.retry.statuses if policy.retry is not None else DEFAULT_FAILURE_STATUSES
 
 
-def incoming_deadline(headers: CIMultiDict[str] | object, policy: PolicySpec) -> float | None:
+def incoming_deadline(headers: Mapping[str, str], policy: PolicySpec) -> float | None:
     """Seconds the request may take in all: the policy's total, shortened by ``X-Request-Timeout-Ms``."""
-    raw = headers.get(DEADLINE_HEADER) if hasattr(headers, "get") else None
-    incoming = int(raw) / 1000 if isinstance(raw, str) and raw.isdigit() else None
+    raw = headers.get(DEADLINE_HEADER, "")
+    incoming = int(raw) / 1000 if raw.isdigit() else None
     limits = [t for t in (policy.timeouts.total, incoming) if t is not None]
     return min(limits) if limits else None
 

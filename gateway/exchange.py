@@ -19,6 +19,8 @@ class AttemptSummary:
     """A failed attempt that was retried, kept for the audit trail."""
 
     number: int
+    condition: str
+    """Why it was retried: ``response_invalid``, ``timeout`` or ``upstream_error``."""
     status: int
     verdict: str
     violations: tuple[dict[str, str], ...]
@@ -74,7 +76,8 @@ class Exchange:
         response = [v for v in self.violations if v["direction"] == "response"]
         self.failed_attempts.append(
             AttemptSummary(
-                self.attempt, status, _ATTEMPT_VERDICTS.get(condition, self.verdict or condition), tuple(response),
+                self.attempt, condition, status, _ATTEMPT_VERDICTS.get(condition, self.verdict or condition),
+                tuple(response),
                 len(response), self.upstream_seconds, self.response_body,
             )
         )  # fmt: skip

@@ -21,7 +21,6 @@ from gateway.store.base import HandoffRecord
 from gateway.taxonomy import classify
 
 access_log = logging.getLogger(ACCESS_LOGGER)
-_REASONS = {"upstream_timeout": "timeout"}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -45,7 +44,7 @@ class Observer:
         taxonomy = classify(verdict, exchange.violations)
         self._measure(exchange, route, verdict, taxonomy, elapsed)
         for failed in exchange.failed_attempts:
-            self._metrics.retries.labels(route, _REASONS.get(failed.verdict, failed.verdict)).inc()
+            self._metrics.retries.labels(route, failed.condition).inc()
         if exchange.checkpoint == "hit":
             self._metrics.checkpoint_hits.labels(route).inc()
         if exchange.route is not None and self._audit.enabled:
