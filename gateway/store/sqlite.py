@@ -11,7 +11,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import orjson
@@ -62,6 +63,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
+@contextmanager
+def _transaction(c: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (``BEGIN IMMEDIATE``: taken before reading, so read-then-write is atomic)."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        yield c
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+    c.execute("COMMIT")
+
+
 class SQLiteStore:
     def __init__(self, path: str = ":memory:") -> None:
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -79,25 +92,32 @@ class SQLiteStore:
 
         return await asyncio.to_thread(locked)
 
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._run(lambda c: c.execute(sql, params).fetchall())
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return await self._run(lambda c: c.execute(sql, params).fetchone())
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        return await self._run(lambda c: c.execute(sql, params).rowcount)
+
     async def list_routes(self) -> list[RouteSpec]:
-        rows = await self._run(lambda c: c.execute("SELECT spec FROM routes ORDER BY name").fetchall())
+        rows = await self._all("SELECT spec FROM routes ORDER BY name")
         return [RouteSpec.model_validate_json(row[0]) for row in rows]
 
     async def put_route(self, route: RouteSpec) -> None:
-        spec = route.model_dump_json()
-        await self._run(lambda c: c.execute("INSERT OR REPLACE INTO routes VALUES (?, ?)", (route.name, spec)))
+        await self._write("INSERT OR REPLACE INTO routes VALUES (?, ?)", (route.name, route.model_dump_json()))
 
     async def delete_route(self, name: str) -> bool:
-        cursor = await self._run(lambda c: c.execute("DELETE FROM routes WHERE name = ?", (name,)))
-        return cursor.rowcount > 0
+        return await self._write("DELETE FROM routes WHERE name = ?", (name,)) > 0
 
     async def add_version(self, kind: str, doc_id: str, document: Mapping[str, Any]) -> StoredDocument:
         created = time.time()
         blob = orjson.dumps(document)
 
         def insert(c: sqlite3.Connection) -> int:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(c):
                 row = c.execute(
                     "SELECT latest_version FROM documents WHERE kind = ? AND id = ?", (kind, doc_id)
                 ).fetchone()
@@ -110,48 +130,33 @@ class SQLiteStore:
                     " ON CONFLICT(kind, id) DO UPDATE SET latest_version = excluded.latest_version",
                     (kind, doc_id, version),
                 )
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            c.execute("COMMIT")
             return version
 
         version = await self._run(insert)
         return StoredDocument(doc_id, version, document, created)
 
     async def get_version(self, kind: str, doc_id: str, version: int) -> StoredDocument | None:
-        row = await self._run(
-            lambda c: c.execute(
-                "SELECT document, created_at FROM document_versions WHERE kind = ? AND id = ? AND version = ?",
-                (kind, doc_id, version),
-            ).fetchone()
+        row = await self._one(
+            "SELECT document, created_at FROM document_versions WHERE kind = ? AND id = ? AND version = ?",
+            (kind, doc_id, version),
         )
         return None if row is None else StoredDocument(doc_id, version, orjson.loads(row[0]), row[1])
 
     async def list_versions(self, kind: str, doc_id: str) -> list[StoredDocument]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT version, document, created_at FROM document_versions WHERE kind = ? AND id = ?"
-                " ORDER BY version",
-                (kind, doc_id),
-            ).fetchall()
+        rows = await self._all(
+            "SELECT version, document, created_at FROM document_versions WHERE kind = ? AND id = ? ORDER BY version",
+            (kind, doc_id),
         )
         return [StoredDocument(doc_id, v, orjson.loads(doc), created) for v, doc, created in rows]
 
     async def list_heads(self, kind: str) -> list[DocumentHead]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT id, latest_version, active_version FROM documents WHERE kind = ? ORDER BY id", (kind,)
-            ).fetchall()
+        rows = await self._all(
+            "SELECT id, latest_version, active_version FROM documents WHERE kind = ? ORDER BY id", (kind,)
         )
         return [DocumentHead(*row) for row in rows]
 
     async def set_active(self, kind: str, doc_id: str, version: int | None) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "UPDATE documents SET active_version = ? WHERE kind = ? AND id = ?", (version, kind, doc_id)
-            )
-        )
+        await self._write("UPDATE documents SET active_version = ? WHERE kind = ? AND id = ?", (version, kind, doc_id))
 
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
         def insert(c: sqlite3.Connection) -> None:
@@ -159,8 +164,7 @@ class SQLiteStore:
                 (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, encode_record(r))
                 for r in records
             ]
-            with c:  # one transaction for the whole batch, not one per row
-                c.execute("BEGIN")
+            with _transaction(c):  # one transaction for the whole batch, not one per row
                 c.executemany(
                     "INSERT INTO handoffs (id, run_id, started_at, route, verdict, category, mode, record)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -170,104 +174,84 @@ class SQLiteStore:
         await self._run(insert)
 
     async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT record FROM handoffs WHERE run_id = ? ORDER BY started_at, seq", (run_id,)
-            ).fetchall()
-        )
+        rows = await self._all("SELECT record FROM handoffs WHERE run_id = ? ORDER BY started_at, seq", (run_id,))
         return [decode_record(row[0]) for row in rows]
 
     async def list_runs(self, limit: int) -> list[RunSummary]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT run_id, MIN(started_at), MAX(started_at), COUNT(*), SUM(category IS NOT NULL)"
-                " FROM handoffs GROUP BY run_id ORDER BY MAX(started_at) DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = await self._all(
+            "SELECT run_id, MIN(started_at), MAX(started_at), COUNT(*), SUM(category IS NOT NULL)"
+            " FROM handoffs GROUP BY run_id ORDER BY MAX(started_at) DESC LIMIT ?",
+            (limit,),
         )
         return [RunSummary(*row) for row in rows]
 
     async def failure_counts(self, since: float) -> list[FailureCount]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT route, category, mode, COUNT(*) FROM handoffs WHERE category IS NOT NULL"
-                " AND started_at >= ? GROUP BY route, category, mode ORDER BY route, category, mode",
-                (since,),
-            ).fetchall()
+        rows = await self._all(
+            "SELECT route, category, mode, COUNT(*) FROM handoffs WHERE category IS NOT NULL"
+            " AND started_at >= ? GROUP BY route, category, mode ORDER BY route, category, mode",
+            (since,),
         )
         return [FailureCount(*row) for row in rows]
 
     async def prune_handoffs(self, *, keep: int, older_than: float) -> int:
         def prune(c: sqlite3.Connection) -> int:
-            removed = c.execute("DELETE FROM handoffs WHERE started_at < ?", (older_than,)).rowcount
-            removed += c.execute(
-                "DELETE FROM handoffs WHERE seq <= (SELECT seq FROM handoffs ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                (keep,),
-            ).rowcount
-            c.execute("DELETE FROM artifacts WHERE produced_at < ?", (older_than,))
+            with _transaction(c):
+                removed = c.execute("DELETE FROM handoffs WHERE started_at < ?", (older_than,)).rowcount
+                removed += c.execute(
+                    "DELETE FROM handoffs WHERE seq <= (SELECT seq FROM handoffs ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (keep,),
+                ).rowcount
+                c.execute("DELETE FROM artifacts WHERE produced_at < ?", (older_than,))
             return int(removed)
 
         return await self._run(prune)
 
     async def add_artifact_version(self, version: ArtifactVersion) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO artifacts (run_id, artifact, version, digest, produced_at) VALUES (?, ?, ?, ?, ?)",
-                (version.run_id, version.artifact, version.version, version.digest, version.produced_at),
-            )
+        await self._write(
+            "INSERT INTO artifacts (run_id, artifact, version, digest, produced_at) VALUES (?, ?, ?, ?, ?)",
+            (version.run_id, version.artifact, version.version, version.digest, version.produced_at),
         )
 
     async def artifact_versions(self, run_id: str, artifact: str) -> list[ArtifactVersion]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT run_id, artifact, version, digest, produced_at FROM artifacts"
-                " WHERE run_id = ? AND artifact = ? ORDER BY seq",
-                (run_id, artifact),
-            ).fetchall()
+        rows = await self._all(
+            "SELECT run_id, artifact, version, digest, produced_at FROM artifacts"
+            " WHERE run_id = ? AND artifact = ? ORDER BY seq",
+            (run_id, artifact),
         )
         return [ArtifactVersion(*row) for row in rows]
 
     async def add_escalation(self, item: EscalationItem) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO escalations VALUES (?, ?, ?, ?, ?)",
-                (item.id, item.created_at, item.status, item.route, encode_item(item)),
-            )
+        await self._write(
+            "INSERT INTO escalations VALUES (?, ?, ?, ?, ?)",
+            (item.id, item.created_at, item.status, item.route, encode_item(item)),
         )
 
     async def get_escalation(self, item_id: str) -> EscalationItem | None:
-        row = await self._run(lambda c: c.execute("SELECT item FROM escalations WHERE id = ?", (item_id,)).fetchone())
+        row = await self._one("SELECT item FROM escalations WHERE id = ?", (item_id,))
         return None if row is None else decode_item(row[0])
 
     async def list_escalations(self, *, status: str | None, route: str | None, limit: int) -> list[EscalationItem]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT item FROM escalations WHERE (? IS NULL OR status = ?) AND (? IS NULL OR route = ?)"
-                " ORDER BY created_at DESC LIMIT ?",
-                (status, status, route, route, limit),
-            ).fetchall()
+        rows = await self._all(
+            "SELECT item FROM escalations WHERE (? IS NULL OR status = ?) AND (? IS NULL OR route = ?)"
+            " ORDER BY created_at DESC LIMIT ?",
+            (status, status, route, route, limit),
         )
         return [decode_item(row[0]) for row in rows]
 
     async def replace_escalation(self, item: EscalationItem) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "UPDATE escalations SET status = ?, item = ? WHERE id = ?", (item.status, encode_item(item), item.id)
-            )
+        await self._write(
+            "UPDATE escalations SET status = ?, item = ? WHERE id = ?", (item.status, encode_item(item), item.id)
         )
 
     async def count_escalations(self, status: str) -> int:
-        row = await self._run(
-            lambda c: c.execute("SELECT COUNT(*) FROM escalations WHERE status = ?", (status,)).fetchone()
-        )
+        row = await self._one("SELECT COUNT(*) FROM escalations WHERE status = ?", (status,))
         return int(row[0])
 
     async def claim_checkpoint(
         self, key: str, request_digest: str, *, now: float, ttl: float
     ) -> CheckpointRecord | None:
         def claim(c: sqlite3.Connection) -> CheckpointRecord | None:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(c):
                 row = c.execute(
                     "SELECT key, request_digest, state, expires_at, status, headers, body FROM checkpoints"
                     " WHERE key = ?",
@@ -283,23 +267,19 @@ class SQLiteStore:
                     (key, request_digest, now + ttl),
                 )
                 return None
-            finally:
-                c.execute("COMMIT")
 
         return await self._run(claim)
 
     async def complete_checkpoint(
         self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes, expires_at: float
     ) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, 'done', ?, ?, ?, ?)",
-                (key, request_digest, expires_at, status, orjson.dumps(dict(headers)), body),
-            )
+        await self._write(
+            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, 'done', ?, ?, ?, ?)",
+            (key, request_digest, expires_at, status, orjson.dumps(dict(headers)), body),
         )
 
     async def release_checkpoint(self, key: str) -> None:
-        await self._run(lambda c: c.execute("DELETE FROM checkpoints WHERE key = ? AND state = 'in_flight'", (key,)))
+        await self._write("DELETE FROM checkpoints WHERE key = ? AND state = 'in_flight'", (key,))
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())
