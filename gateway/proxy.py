@@ -154,29 +154,35 @@ class Proxy:
                 return await self._refused_request(exchange, refused, policy, body, key)
             exchange.request_verdict = exchange.verdict
             if key is None:
-                return await self._attempts(exchange, policy, body)
+                return await self._attempts(exchange, policy, body, None)
             digest = request_digest(body)
             replay = await self._p.checkpoints.begin(key, digest, policy.checkpoint)
             if replay is not None:
                 return self._replay(exchange, replay)
             try:
-                response = await self._p.resilience.run(exchange, policy, self._attempt_fn(exchange, policy, body))
-            except Failure as failure:
-                await self._p.checkpoints.abandon(key)  # only an agent's validated answer becomes a checkpoint
-                return await self._p.recovery.recover(self, exchange, failure, policy, body, key)
+                return await self._attempts(exchange, policy, body, (key, digest))
             except BaseException:
                 await self._p.checkpoints.abandon(key)
                 raise
-            await self._store_checkpoint(exchange, key, digest, response, policy)
-            return response
         finally:
             self._in_flight[route.name] -= 1
 
-    async def _attempts(self, exchange: Exchange, policy: PolicySpec, body: bytes | None) -> web.StreamResponse:
+    async def _attempts(
+        self, exchange: Exchange, policy: PolicySpec, body: bytes | None, checkpoint: tuple[str, str] | None
+    ) -> web.StreamResponse:
+        """Attempts under the policy, then recovery if they fail. Only an agent's validated answer becomes the
+        checkpoint (``checkpoint`` = key and request digest); an escalated or fallback answer never does."""
         try:
-            return await self._p.resilience.run(exchange, policy, self._attempt_fn(exchange, policy, body))
+            response = await self._p.resilience.run(exchange, policy, self._attempt_fn(exchange, policy, body))
         except Failure as failure:
-            return await self._p.recovery.recover(self, exchange, failure, policy, body, None)
+            key = None
+            if checkpoint is not None:
+                key = checkpoint[0]
+                await self._p.checkpoints.abandon(key)
+            return await self._p.recovery.recover(self, exchange, failure, policy, body, key)
+        if checkpoint is not None:
+            await self._store_checkpoint(exchange, *checkpoint, response, policy)
+        return response
 
     def _attempt_fn(self, exchange: Exchange, policy: PolicySpec, body: bytes | None) -> AttemptFn:
         async def attempt(number: int, budget: float | None, final: bool) -> web.StreamResponse:
