@@ -23,7 +23,7 @@ from gateway.errors import AdminError, Escalated, FallbackInvalid, problem_respo
 from gateway.exchange import Exchange
 from gateway.jsonpointer import REDACTED
 from gateway.policies.document import PolicySpec
-from gateway.policies.escalation import OUTCOME_PATH, EscalationNotFound, Escalations, new_item_id, public_view
+from gateway.policies.escalation import OUTCOME_PATH, EscalationNotFound, Escalations, new_item_id
 from gateway.routes import RouteRegistry
 from gateway.store.base import EscalationItem
 from gateway.verdicts import mark
@@ -133,5 +133,5 @@ class Recovery:
                 body=item.resolution_body, status=item.resolution_status, content_type="application/json",
                 headers={"X-Escalation-Status": item.status, "X-Escalation-Id": item.id},
             )  # fmt: skip
-        view = {k: v for k, v in public_view(item).items() if k in ("id", "status", "reason", "created_at")}
+        view = {"id": item.id, "status": item.status, "reason": item.reason, "created_at": item.created_at}
         return web.json_response(view, status=410 if item.status == "discarded" else 202)
