@@ -45,14 +45,25 @@ class Limits(_Frozen):
     max_header_line_bytes: int = Field(8190, gt=0)
     max_header_field_bytes: int = Field(8190, gt=0)
     max_headers: int = Field(100, gt=0)
+    max_header_bytes: int = Field(64 * 1024, gt=0)
+    """Total size of a request's header block (names, values and separators); larger answers 431."""
     max_violations: int = Field(50, gt=0)
-    """How many violations a problem document lists; the total is always counted."""
+    """How many violations a problem document lists; validation stops once more than this many are found and
+    the problem says "more than N" (collecting every error of a huge invalid document would stall the loop)."""
+    offload_bytes: int = Field(64 * 1024, ge=0)
+    """Bodies at least this large are parsed, validated and redacted in a worker thread so one big document
+    never blocks other traffic; 0 offloads every body."""
 
 
 class Timeouts(_Frozen):
     connect: float = Field(5.0, gt=0)
     read: float = Field(60.0, gt=0)
     """Seconds without a byte from the upstream before the attempt fails with 504."""
+    header: float = Field(10.0, gt=0)
+    """Seconds a client may take to send a complete request head (request line and headers), from the
+    connection's start or the end of the previous response; slower clients are disconnected (slowloris)."""
+    keepalive: float = Field(75.0, gt=0)
+    """Seconds an idle keep-alive connection is kept open waiting for the next request."""
 
 
 class RouteSpec(_Frozen):
@@ -95,7 +106,19 @@ class AuditSettings(_Frozen):
     payloads: bool = False
     """Keep request/response bodies in the records (after redaction); digests and sizes are always kept."""
     redact: tuple[str, ...] = ()
-    """JSON pointers whose values are replaced by "[redacted]" in kept payloads (secrets, PII)."""
+    """JSON pointers whose values are replaced by "[redacted]" wherever a payload or a violation message is
+    kept or shown: audit records, DLQ items, webhook payloads and logs (secrets, PII)."""
+    redact_headers: tuple[str, ...] = (
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+    )
+    """Header names (case-insensitive) whose values are replaced by "[redacted]" wherever headers are kept or
+    shown (DLQ items, webhook payloads, audit, logs). Setting this list replaces the default."""
     max_records: int = Field(100_000, gt=0)
     max_age_seconds: float = Field(7 * 24 * 3600, gt=0)
     flush_interval: float = Field(0.25, gt=0)
