@@ -11,16 +11,21 @@ import random
 import time
 from dataclasses import replace
 
+from prometheus_client import Counter
+
 from gateway.audit import AuditLog
 from gateway.config import AuditSettings
 from gateway.exchange import AttemptSummary, Exchange
-from gateway.jsonpointer import redact
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
+from gateway.redaction import redactor_for
 from gateway.store.base import HandoffRecord
 from gateway.taxonomy import classify
 
 access_log = logging.getLogger(ACCESS_LOGGER)
+
+ESCALATION_FAILED_NOTE = "escalation=failed"
+"""The note (also shown in ``X-Contract-Verdict``) recovery leaves when the dead-letter queue refused an item."""
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -36,6 +41,11 @@ class Observer:
         self._audit = audit
         self._metrics = metrics
         self._settings = settings
+        self._redactor = redactor_for(settings)
+        self._escalation_failures = Counter(
+            "agent_gateway_escalation_store_errors", "Escalations refused with 503 because the dead-letter queue "
+            "could not be written (the caller was told to retry)", ["route"], registry=metrics.registry,
+        )  # fmt: skip
 
     def finish(self, exchange: Exchange) -> None:
         elapsed = time.perf_counter() - exchange.started
@@ -47,6 +57,8 @@ class Observer:
             self._metrics.retries.labels(route, failed.condition).inc()
         if exchange.checkpoint == "hit":
             self._metrics.checkpoint_hits.labels(route).inc()
+        if ESCALATION_FAILED_NOTE in exchange.notes:
+            self._escalation_failures.labels(route).inc()
         if exchange.route is not None and self._audit.enabled:
             for failed in exchange.failed_attempts:
                 self._audit.record(self._attempt_record(exchange, failed), exchange.request_body, failed.response_body)
@@ -81,7 +93,7 @@ class Observer:
         assert exchange.route is not None
         contract = exchange.contract
         keep = self._settings.payloads
-        pointers = self._settings.redact
+        redactor = self._redactor
         return HandoffRecord(
             id=f"{random.getrandbits(64):016x}",
             run_id=exchange.run_id,
@@ -99,14 +111,14 @@ class Observer:
             upstream_ms=_ms(exchange.upstream_seconds),
             contract=contract.id if contract else None,
             contract_version=contract.version if contract else None,
-            violations=tuple(exchange.violations),
+            violations=redactor.violations(exchange.violations),
             violation_count=exchange.violation_count,
             category=taxonomy[0] if taxonomy else None,
             failure_mode=taxonomy[1] if taxonomy else None,
             request_bytes=_size(exchange.request_body, exchange.request.content_length),
             response_bytes=_size(exchange.response_body, None),
-            request_payload=redact(exchange.request_document, pointers) if keep else None,
-            response_payload=redact(exchange.response_document, pointers) if keep else None,
+            request_payload=redactor.document(exchange.request_document) if keep else None,
+            response_payload=redactor.document(exchange.response_document) if keep else None,
         )  # fmt: skip
 
     def _attempt_record(self, exchange: Exchange, failed: AttemptSummary) -> HandoffRecord:
@@ -114,7 +126,7 @@ class Observer:
         taxonomy = classify(failed.verdict, failed.violations)
         base = self._record(exchange, failed.verdict, taxonomy, failed.upstream_seconds or 0.0)
         return replace(
-            base, attempt=failed.number, status=failed.status, violations=failed.violations,
+            base, attempt=failed.number, status=failed.status, violations=self._redactor.violations(failed.violations),
             violation_count=failed.violation_count, upstream_ms=_ms(failed.upstream_seconds),
             response_bytes=_size(failed.response_body, None), response_payload=None,
         )  # fmt: skip

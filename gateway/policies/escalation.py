@@ -10,6 +10,11 @@ Resolving or replaying stores the accepted response as the checkpoint of the ori
 that re-runs the step with the same ``Idempotency-Key`` resumes with the person's answer; the original caller
 can also poll ``/.well-known/agent-gateway/escalations/{id}``.
 
+Items are stored already redacted (``audit.redact`` pointers in the request and upstream bodies,
+``audit.redact_headers`` in the request headers), so the DLQ, its admin views and the webhook never hold a
+secret. A redacted value is the string ``"[redacted]"``; :func:`redacted_parts` lists where they are, and the
+public view shows that list as ``redacted`` so a person (and replay) knows what cannot be sent again.
+
 The webhook gets ``{"event": "escalation.created", "escalation": {...}}``, signed with HMAC-SHA256 over
 ``"<timestamp>.<body>"`` in ``X-Agent-Gateway-Signature: t=<timestamp>,sha256=<hex>`` (the key comes from the
 environment variable the policy names), and is retried with exponential backoff until a 2xx or
@@ -34,6 +39,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.jsonpointer import REDACTED, markers
 from gateway.policies.document import Webhook
 from gateway.store.base import EscalationItem, Store
 
@@ -41,6 +47,7 @@ log = logging.getLogger("agent_gateway.escalation")
 
 SIGNATURE_HEADER = "X-Agent-Gateway-Signature"
 OUTCOME_PATH = "/.well-known/agent-gateway/escalations/"
+_MARKER = orjson.dumps(REDACTED)
 
 
 class EscalationNotFound(LookupError):
@@ -49,6 +56,10 @@ class EscalationNotFound(LookupError):
 
 class EscalationClosed(ValueError):
     """The item is no longer pending."""
+
+
+class EscalationNotStored(RuntimeError):
+    """The dead-letter queue could not be written (store down or failing): the item does not exist."""
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -65,7 +76,7 @@ def verify(secret: bytes, header: str, body: bytes) -> bool:
 
 
 def public_view(item: EscalationItem) -> dict[str, Any]:
-    """The item as JSON for people: bodies decoded (JSON when they parse, else base64)."""
+    """The item as JSON for people: bodies decoded (JSON when they parse, else base64), and what was redacted."""
     view: dict[str, Any] = {name: getattr(item, name) for name in EscalationItem.__slots__}
     for name in ("request_body", "upstream_body", "resolution_body"):
         raw = view.pop(name)
@@ -73,7 +84,29 @@ def public_view(item: EscalationItem) -> dict[str, Any]:
     view["request_headers"] = dict(item.request_headers)
     view["violations"] = [dict(v) for v in item.violations]
     view["outcome_url"] = OUTCOME_PATH + item.id
+    view["redacted"] = redacted_parts(item)
     return view
+
+
+def redacted_parts(item: EscalationItem) -> dict[str, list[str]]:
+    """Where the stored item holds ``"[redacted]"``: request header names, and JSON pointers into the request
+    and upstream bodies. Replay cannot resend the request's. A value that was literally ``"[redacted]"`` is
+    listed too (indistinguishable; listing too much only makes replay refuse where it could have sent)."""
+    return {
+        "request_headers": [str(k) for k, v in item.request_headers.items() if v == REDACTED],
+        "request": _markers(item.request_body),
+        "upstream": _markers(item.upstream_body),
+    }
+
+
+def _markers(raw: bytes | None) -> list[str]:
+    """Pointers to the redacted values of a JSON body; the byte search keeps the walk off bodies without any."""
+    if raw is None or _MARKER not in raw:
+        return []
+    try:
+        return markers(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return []
 
 
 def _decoded(raw: bytes) -> Any:
@@ -110,7 +143,12 @@ class Escalations:
         return self._pending
 
     async def escalate(self, item: EscalationItem, webhook: Webhook | None) -> EscalationItem:
-        await self._store.add_escalation(item)
+        """Store ``item`` and notify; :class:`EscalationNotStored` when the store fails (no webhook then:
+        there is no item for a person to act on, and the caller is told to retry)."""
+        try:
+            await self._store.add_escalation(item)
+        except Exception as exc:  # any backend's failure (Redis down, SQLite error) means the same here
+            raise EscalationNotStored(f"escalation {item.id} could not be stored: {exc!r}") from exc
         self._pending += 1
         if webhook is not None:
             task = asyncio.create_task(self.notify(item, webhook), name=f"escalation-webhook-{item.id}")
