@@ -22,8 +22,18 @@ from gateway.contracts.document import ContractDocumentError
 from gateway.store.base import DocumentHead, Store, StoredDocument
 
 
+MAX_VERSION = 2**31 - 1
+"""Highest version number of a document. Versions count registrations from 1; the bound keeps a version
+within every store's integer type (SQLite, Redis, JSON), so an absurd number is "not found", never an overflow."""
+
+
 class DocumentNotFound(LookupError):
     pass
+
+
+class DocumentConflict(ContractDocumentError):
+    """The document is valid on its own but conflicts with what is in force (a target that already has a
+    policy, a binding another contract holds, a shared schema published differently): the admin API's 409."""
 
 
 class _HasId(Protocol):
@@ -104,9 +114,11 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
             self._swap(active)
 
     async def deactivate(self, doc_id: str) -> None:
+        """Take ``doc_id`` out of force; a document with versions but none in force already is (idempotent)."""
         async with self._lock:
             if doc_id not in self._active:
-                raise DocumentNotFound(doc_id)
+                await self.versions(doc_id)  # DocumentNotFound when it was never registered
+                return
             active = {i: entry for i, entry in self._active.items() if i != doc_id}
             self.build(active)
             await self._store.set_active(self.kind, doc_id, None)
@@ -122,6 +134,9 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
         return versions
 
     async def version(self, doc_id: str, version: int) -> StoredDocument:
+        """Version ``version`` of ``doc_id``; one outside ``1..MAX_VERSION`` cannot exist and is not looked up."""
+        if not 1 <= version <= MAX_VERSION:
+            raise DocumentNotFound(f"{doc_id} version {version}")
         stored = await self._store.get_version(self.kind, doc_id, version)
         if stored is None:
             raise DocumentNotFound(f"{doc_id} version {version}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import RunningGateway
+from gateway.versioning import DocumentNotFound
 from tests.conftest import TOKEN, Upstream, contract, gateway_config, replying
 
 
@@ -193,3 +196,120 @@ async def test_routes_crud_applies_without_restart(
     with pytest.raises(AdminAPIError) as info:
         await admin.put_route("bad", {"upstream": "ftp://x"})
     assert info.value.status == 400
+
+
+HUGE = 32789262276938185918855734362112
+
+
+@pytest.mark.parametrize("collection", ["contracts", "policies"])
+@pytest.mark.parametrize("version", [HUGE, 2**63, 2**31, 0, -1, "1", 1.5, True])
+async def test_out_of_range_versions_are_a_400_problem(
+    gateway: RunningGateway, http: aiohttp.ClientSession, collection: str, version: Any
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{gateway.admin_url}/{collection}/x/activate"
+    async with http.post(url, data=f'{{"version": {json.dumps(version)}}}', headers=auth) as resp:
+        assert resp.status == 400, await resp.text()
+        assert resp.content_type == "application/problem+json"
+        assert (await resp.json(content_type=None))["errors"][0]["pointer"] == "/version"
+
+
+@pytest.mark.parametrize("segment", [str(HUGE), "2147483648", "0", "-1", "+1", " 1", "1_0", "\u0663", "x"])
+async def test_out_of_range_path_versions_are_a_400_problem(
+    gateway: RunningGateway, http: aiohttp.ClientSession, segment: str
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.get(f"{gateway.admin_url}/contracts/x/versions/{quote(segment)}", headers=auth) as resp:
+        assert resp.status == 400, await resp.text()
+        assert resp.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "query", ["/dlq?limit=" + str(HUGE), "/runs?limit=1001", "/stats/failures?window=" + "9" * 400, "/dlq?status=x"]
+)
+async def test_out_of_range_queries_are_a_400_problem(
+    gateway: RunningGateway, http: aiohttp.ClientSession, query: str
+) -> None:
+    async with http.get(gateway.admin_url + query, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 400, await resp.text()
+        assert resp.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"payload": {"n": 32789262276938185918855734362112}}',  # orjson cannot store it: was a 500
+        b'{"payload": NaN}',
+    ],
+)
+async def test_unstorable_json_values_are_a_400_problem(
+    gateway: RunningGateway, admin: AdminClient, http: aiohttp.ClientSession, body: bytes
+) -> None:
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.post(f"{gateway.admin_url}/contracts/agent.tasks/validate", data=body, headers=auth) as resp:
+        assert resp.status == 400, await resp.text()
+    yaml_body = b'id: agent.tasks\nroute: agent\noperation: {method: POST, path: /t}\ndescription: "\\ud800"\n'
+    async with http.put(f"{gateway.admin_url}/contracts/agent.tasks", data=yaml_body, headers=auth) as resp:
+        assert resp.status == 400, await resp.text()  # a lone surrogate: was a 500 when stored
+
+
+async def test_store_level_lookups_refuse_out_of_range_versions(gateway: RunningGateway) -> None:
+    for registry in (gateway.state.contracts, gateway.state.policies):
+        for version in (0, -1, 2**31, HUGE):
+            with pytest.raises(DocumentNotFound):
+                await registry.version("x", version)
+            with pytest.raises(DocumentNotFound):
+                await registry.activate("x", version)
+
+
+async def test_405_keeps_allow_and_no_server_version_is_sent(
+    gateway: RunningGateway, http: aiohttp.ClientSession
+) -> None:
+    async with http.request("PATCH", f"{gateway.admin_url}/routes", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 405
+        assert r.content_type == "application/problem+json"
+        assert r.headers["Allow"] == "GET"
+        assert r.headers["Server"] == "agent-gateway"
+    async with http.get(f"{gateway.admin_url}/healthz") as resp:
+        assert "Python" not in resp.headers["Server"]
+
+
+async def test_healthz_reports_liveness_without_counts(gateway: RunningGateway, admin: AdminClient) -> None:
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    assert await admin.request("GET", "/healthz") == {"status": "ok"}
+    assert await admin.request("GET", "/readyz") == {"status": "ok", "routes": 1, "contracts": 1}
+
+
+async def test_staged_documents_can_be_deleted_idempotently(gateway: RunningGateway, admin: AdminClient) -> None:
+    await admin.request("PUT", "/contracts/agent.tasks?activate=false", body=contract())
+    await admin.request("DELETE", "/contracts/agent.tasks")  # nothing in force: already out of force
+    with pytest.raises(AdminAPIError) as info:
+        await admin.request("DELETE", "/contracts/never.registered")
+    assert info.value.status == 404
+    with pytest.raises(AdminAPIError) as info:
+        await admin.request("PUT", "/contracts/agent.tasks?activate=maybe", body=contract())
+    assert info.value.status == 400
+
+
+async def test_openapi_states_bounds_bodies_statuses_and_security(
+    gateway: RunningGateway, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{gateway.admin_url}/openapi.json") as resp:
+        document = await resp.json()
+    schemas = document["components"]["schemas"]
+    get_version = document["paths"]["/contracts/{id}/versions/{version}"]["get"]
+    version = next(p for p in get_version["parameters"] if p["name"] == "version")
+    assert version["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+    assert set(get_version["responses"]) == {"200", "400", "401", "404"}
+    assert "default" not in get_version["responses"]
+    put = document["paths"]["/contracts/{id}"]["put"]
+    assert put["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ContractDocument"
+    }
+    assert schemas["ContractDocument"]["properties"]["operation"]["required"] == ["method", "path"]
+    assert {"ContractDocument.schema", "PolicyDocument"} <= set(schemas)
+    assert schemas["RouteBody"]["properties"]["upstream"]["pattern"].startswith("^https?://")
+    assert schemas["ActivateRequest"]["properties"]["version"]["maximum"] == 2**31 - 1
+    assert document["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    assert put["responses"]["401"]["content"]["application/problem+json"]["schema"]["$ref"].endswith("/Problem")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
 from gateway import __version__
 from gateway.admin import contracts, policies, resilience, runs
-from gateway.admin.api import Endpoint, json_response, openapi_document, problem_middleware
+from gateway.admin.api import (
+    Endpoint,
+    json_response,
+    neutral_server_header,
+    openapi_document,
+    parse_body,
+    problem_middleware,
+)
 from gateway.admin.auth import token_auth_middleware
 from gateway.admin.common import conflict, not_found, state_of
-from gateway.admin.models import Health, RouteList
+from gateway.admin.models import Health, Liveness, RouteBody, RouteList
 from gateway.config import RouteSpec
 from gateway.contracts.document import json_pointer
 from gateway.errors import AdminError
@@ -21,7 +30,9 @@ from gateway.state import STATE, GatewayState
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response(Health(status="ok"))
+    """Liveness only: the event loop answers. No counts here — a probe that restarts the process must not
+    depend on the tables, and counts that are not read from them would lie (they are in ``/readyz``)."""
+    return json_response(Liveness(status="ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -43,12 +54,9 @@ async def list_routes(request: web.Request) -> web.Response:
 
 
 async def put_route(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    raw = await request.read()
+    body = await parse_body(request, RouteBody)
     try:
-        route = RouteSpec.model_validate({**orjson.loads(raw or b"{}"), "name": name})
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        raise AdminError(400, f"The body is not a JSON object: {exc}") from exc
+        route = RouteSpec.model_validate({**body.model_dump(), "name": request.match_info["name"]})
     except ValidationError as exc:
         errors = [{"pointer": json_pointer(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         raise AdminError(400, "Invalid route.", errors=errors) from exc
@@ -74,13 +82,32 @@ async def delete_route(request: web.Request) -> web.Response:
 
 # -- assembly --------------------------------------------------------------------------------------------
 
+ROUTE_NAME: dict[str, Any] = {"name": RouteSpec.model_json_schema()["properties"]["name"]}
+
 ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint("GET", "/healthz", "Liveness", healthz, response=Health, public=True),
-    Endpoint("GET", "/readyz", "Readiness (503 until started)", readyz, response=Health, public=True),
+    Endpoint("GET", "/healthz", "Liveness (no counts: see /readyz)", healthz, response=Liveness, public=True),
+    Endpoint(
+        "GET",
+        "/readyz",
+        "Readiness and table sizes (503 until started)",
+        readyz,
+        response=Health,
+        public=True,
+        also=frozenset({503}),
+    ),
     Endpoint("GET", "/routes", "List routes", list_routes, response=RouteList),
-    Endpoint("PUT", "/routes/{name}", "Create or replace a route", put_route, body=RouteSpec),
-    Endpoint("GET", "/routes/{name}", "Show a route", get_route),
-    Endpoint("DELETE", "/routes/{name}", "Delete a route", delete_route, status=204),
+    Endpoint(
+        "PUT",
+        "/routes/{name}",
+        "Create or replace a route",
+        put_route,
+        body=RouteBody,
+        response=RouteSpec,
+        params=ROUTE_NAME,
+        errors=frozenset({409}),
+    ),
+    Endpoint("GET", "/routes/{name}", "Show a route", get_route, response=RouteSpec, params=ROUTE_NAME),
+    Endpoint("DELETE", "/routes/{name}", "Delete a route", delete_route, status=204, params=ROUTE_NAME),
     *contracts.ENDPOINTS,
     *policies.ENDPOINTS,
     *resilience.ENDPOINTS,
@@ -102,6 +129,7 @@ def build_admin_app(state: GatewayState, *, token: str | None) -> web.Applicatio
         client_max_size=state.config.limits.max_body_bytes,
     )
     app[STATE] = state
+    app.on_response_prepare.append(neutral_server_header)
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path, ep.handler)
     app.router.add_get("/openapi.json", openapi)

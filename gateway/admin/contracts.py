@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
+from jsonschema.validators import Draft202012Validator
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 
 from gateway.admin.api import Endpoint, json_response, parse_body
@@ -55,7 +56,13 @@ def dry_run(contract: CompiledContract, body: ValidateRequest, limit: int) -> tu
 
 
 ENDPOINTS = (
-    *versioned_endpoints("contracts", "contract", lambda state: state.contracts, contract_meta_schema()),
+    *versioned_endpoints(
+        "contracts",
+        "contract",
+        lambda state: state.contracts,
+        contract_meta_schema(),
+        frozenset(Draft202012Validator.FORMAT_CHECKER.checkers),  # what gateway.contracts.document checks with
+    ),
     Endpoint(
         "POST",
         "/contracts/{id}/validate",
@@ -63,5 +70,6 @@ ENDPOINTS = (
         validate_payload,
         body=ValidateRequest,
         response=ValidateResult,
+        params={"id": contract_meta_schema()["properties"]["id"]},
     ),
 )

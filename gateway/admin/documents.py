@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, create_model
 
-from gateway.admin.api import Endpoint, json_response, parse_body
-from gateway.admin.common import conflict, int_param, not_found, state_of
+from gateway.admin.api import REF, Endpoint, SchemaDoc, json_response, parse_body, rewrite_refs
+from gateway.admin.common import VERSION_SCHEMA, bool_query, conflict, int_param, json_problem, not_found, state_of
 from gateway.admin.models import (
     ActivateRequest,
     DocumentSummary,
@@ -27,29 +27,80 @@ from gateway.admin.models import (
 from gateway.contracts.document import ContractDocumentError, load_document_text
 from gateway.errors import AdminError
 from gateway.state import GatewayState
-from gateway.versioning import DocumentNotFound, VersionedRegistry
+from gateway.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
 
 Registry = VersionedRegistry[Any, Any]
 
 
+def load_plain_document(raw: bytes) -> dict[str, Any]:
+    """The body as a document made of plain JSON values only: YAML can also spell dates, sets, binary,
+    non-string keys and 100-digit integers, none of which a store can keep as they were sent."""
+    document = load_document_text(raw, source="body")
+    found = json_problem(document)
+    if found is not None:
+        raise ContractDocumentError("the body is not plain JSON data", [{"pointer": found[0], "message": found[1]}])
+    return document
+
+
+def checked_formats_only(schema: Any, formats: frozenset[str]) -> Any:
+    """``schema`` without the ``format`` assertions the registering validator does not check (``uri`` needs
+    a package that is not installed), so the OpenAPI document promises only what the server enforces."""
+    if isinstance(schema, dict):
+        return {
+            key: checked_formats_only(value, formats)
+            for key, value in schema.items()
+            if not (key == "format" and isinstance(value, str) and value not in formats)
+        }
+    if isinstance(schema, list):
+        return [checked_formats_only(item, formats) for item in schema]
+    return schema
+
+
+def document_schemas(
+    collection: str, noun: str, schema: Mapping[str, Any], formats: frozenset[str]
+) -> tuple[SchemaDoc, SchemaDoc]:
+    """The OpenAPI bodies of ``PUT /things/{id}`` (one document, ``id`` optional: it defaults to the path's)
+    and ``POST /things`` (``{things: [document with id, ...]}``), both built on the shipped meta-schema."""
+    schema = checked_formats_only(schema, formats)
+    name = f"{noun.capitalize()}Document"
+    required = [key for key in schema.get("required", ()) if key != "id"]
+    description = f"{schema.get('description', '')} The id defaults to the path's {{id}} and must equal it."
+    one = SchemaDoc(name, {**schema, "required": required, "description": description.strip()})
+    shared = {key: value for key, value in schema.items() if key != "$defs"}
+    with_id = SchemaDoc(f"{name}WithId", rewrite_refs(shared, f"{REF}{name}."), also=(one,))
+    bulk = {
+        "type": "object",
+        "required": [collection],
+        "additionalProperties": False,
+        "properties": {
+            collection: {"type": "array", "items": {"$ref": REF + with_id.name}, "description": "all or none"}
+        },
+    }
+    return one, SchemaDoc(f"{collection.capitalize()}Registration", bulk, also=(with_id,))
+
+
 def versioned_endpoints(
-    collection: str, noun: str, registry_of: Callable[[GatewayState], Registry], schema: Mapping[str, Any]
+    collection: str,
+    noun: str,
+    registry_of: Callable[[GatewayState], Registry],
+    schema: Mapping[str, Any],
+    formats: frozenset[str],
 ) -> list[Endpoint]:
-    """The endpoints of one collection of versioned documents (``noun`` names one in messages)."""
+    """The endpoints of one collection of versioned documents (``noun`` names one in messages); ``schema`` is
+    its meta-schema and ``formats`` the ``format`` values the registering validator checks."""
 
     def registry(request: web.Request) -> Registry:
         return registry_of(state_of(request))
 
     def invalid(exc: ContractDocumentError) -> AdminError:
+        if isinstance(exc, DocumentConflict):
+            return conflict(str(exc), exc.errors)
         return AdminError(400, str(exc), kind=f"invalid-{noun}", title=f"Invalid {noun}", errors=exc.errors)
 
-    def activate_flag(request: web.Request) -> bool:
-        return request.query.get("activate", "true").lower() not in ("false", "0", "no")
-
     async def put(request: web.Request) -> web.Response:
-        doc_id, activate = request.match_info["id"], activate_flag(request)
+        doc_id, activate = request.match_info["id"], bool_query(request, "activate", True)
         try:
-            document = load_document_text(await request.read(), source="body")
+            document = load_plain_document(await request.read())
             if document.setdefault("id", doc_id) != doc_id:
                 raise ContractDocumentError(
                     "the id in the body differs from the id in the path",
@@ -61,11 +112,15 @@ def versioned_endpoints(
         return json_response(Registered(id=stored.id, version=stored.version, active=activate), 201)
 
     async def post(request: web.Request) -> web.Response:
-        activate = activate_flag(request)
+        activate = bool_query(request, "activate", True)
         try:
-            body = load_document_text(await request.read(), source="body")
+            body = load_plain_document(await request.read())
             documents = body.get(collection)
-            if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
+            if (
+                set(body) != {collection}
+                or not isinstance(documents, list)
+                or not all(isinstance(d, dict) for d in documents)
+            ):
                 raise ContractDocumentError(f"the body must be {{{collection}: [document, ...]}}", [])
             stored = await registry(request).register_many(documents, activate=activate)
         except ContractDocumentError as exc:
@@ -76,10 +131,7 @@ def versioned_endpoints(
     listing: type[BaseModel] = create_model(  # type: ignore[call-overload]
         f"{collection.capitalize()}List", **{collection: (list[DocumentSummary], ...)}
     )
-    bulk: type[BaseModel] = create_model(  # type: ignore[call-overload]
-        f"{collection.capitalize()}Registration",
-        **{collection: (list[dict[str, Any]], Field(description="documents, registered all or none"))},
-    )
+    one, bulk = document_schemas(collection, noun, schema, formats)
 
     async def list_all(request: web.Request) -> web.Response:
         heads = await registry(request).heads()
@@ -132,23 +184,32 @@ def versioned_endpoints(
         try:
             await registry(request).deactivate(doc_id)
         except DocumentNotFound as exc:
-            raise not_found(f"Active {noun} {doc_id!r}") from exc
+            raise not_found(f"{noun.capitalize()} {doc_id!r}") from exc
         except ContractDocumentError as exc:
             raise conflict(str(exc), exc.errors) from exc
         return web.Response(status=204)
 
     base = f"/{collection}"
+    ident = {"id": schema["properties"]["id"]}
+    versioned = {**ident, "version": VERSION_SCHEMA}
+    activate_query = {"activate": {"type": "boolean", "default": True, "description": "false stages the version"}}
+    yaml_too = ("application/json", "application/yaml")
     return [
         Endpoint("GET", base, f"List {collection}", list_all, response=listing),
         Endpoint("POST", base, f"Register several {collection} atomically ({{{collection}: [...]}})", post,
-                 body=bulk, response=RegisteredList, status=201),
+                 body=bulk, response=RegisteredList, status=201, query=activate_query, errors=frozenset({409}),
+                 body_types=yaml_too),
         Endpoint("PUT", base + "/{id}", f"Register a new {noun} version (JSON or YAML; ?activate=false stages)",
-                 put, body=schema, response=Registered, status=201),
-        Endpoint("GET", base + "/{id}", f"Show the active {noun} version", get_active, response=DocumentVersion),
-        Endpoint("DELETE", base + "/{id}", "Take out of force (versions stay readable)", delete, status=204),
-        Endpoint("GET", base + "/{id}/versions", "List versions", list_versions, response=DocumentVersionList),
+                 put, body=one, response=Registered, status=201, params=ident, query=activate_query,
+                 errors=frozenset({409}), body_types=yaml_too),
+        Endpoint("GET", base + "/{id}", f"Show the active {noun} version", get_active, response=DocumentVersion,
+                 params=ident),
+        Endpoint("DELETE", base + "/{id}", "Take out of force (versions stay readable)", delete, status=204,
+                 params=ident, errors=frozenset({409})),
+        Endpoint("GET", base + "/{id}/versions", "List versions", list_versions, response=DocumentVersionList,
+                 params=ident),
         Endpoint("GET", base + "/{id}/versions/{version}", "Show one version", get_version,
-                 response=DocumentVersion),
+                 response=DocumentVersion, params=versioned),
         Endpoint("POST", base + "/{id}/activate", "Activate (or roll back to) a version", activate,
-                 body=ActivateRequest, response=Registered),
+                 body=ActivateRequest, response=Registered, params=ident, errors=frozenset({409})),
     ]  # fmt: skip

@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from gateway.admin.common import json_problem
+from gateway.config import RouteSpec
 from gateway.store.base import HandoffRecord
+from gateway.versioning import MAX_VERSION
+
+UPSTREAM_PATTERN = r"^https?://(\[[0-9A-Fa-f:.]+\]|[^\s/?#\[\]]+)(:[0-9]{1,5})?([/?#]\S*)?$"
+"""An http(s) URL with a host (brackets only around an IPv6 literal) and no white space."""
+MAX_CONCURRENCY = 1_000_000
+"""Largest ``max_concurrency`` a route may declare (more in flight than any host serves)."""
+
+
+def _plain_json(value: Any) -> Any:
+    """Refuse a value a store or orjson cannot keep as it was sent (huge integers, NaN)."""
+    found = json_problem(value)
+    if found is not None:
+        raise ValueError(f"at {found[0] or '/'}: {found[1]}")
+    return value
+
+
+JsonValue = Annotated[Any, AfterValidator(_plain_json)]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: ``"1"`` is not an integer and ``0`` not a boolean, as the OpenAPI document says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Liveness(_Model):
+    """The process answers; deliberately no counts (they live in ``/readyz``, which reads the tables)."""
+
+    status: Literal["ok"]
 
 
 class Health(_Model):
     status: Literal["ok", "starting"]
-    routes: int = 0
-    contracts: int = 0
+    routes: int
+    contracts: int
 
 
 class DocumentSummary(_Model):
@@ -49,16 +77,16 @@ class RegisteredList(_Model):
 
 
 class ActivateRequest(_Model):
-    version: int = Field(gt=0)
+    version: Version
 
 
 class ValidateRequest(_Model):
     """A dry run: the payload is checked exactly as the data plane would, nothing is forwarded."""
 
     direction: Literal["request", "response"] = "request"
-    payload: Any = None
+    payload: JsonValue = None
     status: int = Field(200, ge=100, le=599, description="response status whose schema applies")
-    version: int | None = Field(None, gt=0, description="defaults to the active version")
+    version: Version | None = Field(None, description="defaults to the active version")
     content_type: str = "application/json"
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
@@ -78,6 +106,19 @@ class ValidateResult(_Model):
     checked: bool = Field(description="false when no schema applies (e.g. a response status with none)")
     violations: list[ViolationOut]
     violation_count: int
+
+
+def _route_body() -> type[BaseModel]:
+    """``PUT /routes/{name}``'s body: every field of :class:`RouteSpec` but the name (the path's), so a field
+    added to routes is settable here too; the URL pattern and the concurrency bound are stated for OpenAPI."""
+    fields: dict[str, Any] = {n: (f.annotation, f) for n, f in RouteSpec.model_fields.items() if n != "name"}
+    fields["upstream"] = (str, Field(pattern=UPSTREAM_PATTERN, max_length=2048, description="http(s) URL"))
+    fields["max_concurrency"] = (int | None, Field(None, ge=1, le=MAX_CONCURRENCY))
+    body: type[BaseModel] = create_model("RouteBody", __base__=_Model, **fields)
+    return body
+
+
+RouteBody = _route_body()
 
 
 class RouteList(_Model):

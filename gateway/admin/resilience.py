@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from pydantic import Field
 
-from gateway.admin.api import Endpoint, parse_body
-from gateway.admin.common import conflict, int_query, not_found, state_of
-from gateway.admin.models import _Model
+from gateway.admin.api import Endpoint, SchemaDoc, parse_body
+from gateway.admin.common import MAX_LIMIT, conflict, enum_query, int_query, not_found, state_of
+from gateway.admin.models import JsonValue, _Model
 from gateway.errors import AdminError
 from gateway.policies.breaker import CircuitBreaker
 from gateway.policies.checkpoint import Checkpoints, request_digest
@@ -25,12 +27,29 @@ class Resolution(_Model):
     """A person's corrected answer for an escalated handoff; checked against the contract before it is kept."""
 
     status: int = Field(200, ge=200, le=599)
-    body: Any
+    body: JsonValue
     note: str | None = None
 
 
 class Discard(_Model):
     note: str | None = None
+
+
+STATUSES = frozenset({"pending", "resolved", "replayed", "discarded"})
+COMMANDS = ("force-open", "force-close", "reset")
+BREAKER: Mapping[str, Any] = {
+    "type": "object",
+    "required": ["name", "state", "calls_in_window", "failure_rate", "slow_call_rate", "consecutive_failures",
+                 "probes_in_flight"],
+    "properties": {"name": {"type": "string"}, "state": {"type": "string"}, "calls_in_window": {"type": "integer"},
+                   "failure_rate": {"type": "number"}, "slow_call_rate": {"type": "number"},
+                   "consecutive_failures": {"type": "integer"}, "probes_in_flight": {"type": "integer"}},
+}  # fmt: skip
+ESCALATION: Mapping[str, Any] = {
+    "type": "object",
+    "required": ["id", "status", "reason", "route", "method", "path", "outcome_url"],
+    "properties": {"id": {"type": "string"}, "status": {"enum": sorted(STATUSES)}, "outcome_url": {"type": "string"}},
+}
 
 
 # -- breakers --------------------------------------------------------------------------------------------
@@ -58,7 +77,7 @@ async def command_breaker(request: web.Request) -> web.Response:
     command = request.match_info["command"]
     actions = {"force-open": breaker.force_open, "force-close": breaker.force_close, "reset": breaker.reset}
     if command not in actions:
-        raise not_found(f"Breaker command {command!r}")
+        raise AdminError(400, f"command must be one of {', '.join(COMMANDS)}")
     actions[command]()
     return web.Response(body=orjson.dumps(breaker.snapshot()), content_type="application/json")
 
@@ -82,7 +101,9 @@ async def _pending(state: GatewayState, item_id: str) -> EscalationItem:
 async def list_dlq(request: web.Request) -> web.Response:
     state = state_of(request)
     items = await state.store.list_escalations(
-        status=request.query.get("status"), route=request.query.get("route"), limit=int_query(request, "limit", 100)
+        status=enum_query(request, "status", STATUSES),
+        route=request.query.get("route"),
+        limit=int_query(request, "limit", 100, MAX_LIMIT),
     )
     return web.Response(body=orjson.dumps({"escalations": [public_view(i) for i in items]}),
                         content_type="application/json")  # fmt: skip
@@ -144,8 +165,12 @@ async def replay_dlq(request: web.Request) -> web.Response:
     headers = {k: v for k, v in item.request_headers.items()
                if k.lower() not in HOP_BY_HOP | {"host", "content-length"} and v != "[redacted]"}  # fmt: skip
     url = upstream_url(route.upstream, item.path, item.query)
-    async with session.request(item.method, url, headers=headers, data=item.request_body) as resp:
-        answer = (resp.status, await resp.read())
+    try:
+        async with session.request(item.method, url, headers=headers, data=item.request_body) as resp:
+            answer = (resp.status, await resp.read())
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        detail = f"the upstream of route {item.route!r} could not be reached ({exc!r}); the item stays pending"
+        raise AdminError(502, detail, kind="upstream-error", title="Upstream agent failed") from exc
     if not 200 <= answer[0] < 300:
         raise conflict(f"the upstream answered {answer[0]} again; the item stays pending")
     await _check_answer(state, item, *answer)
@@ -159,14 +184,39 @@ async def discard_dlq(request: web.Request) -> web.Response:
     return _view(await state.escalations.close_item(item, "discarded", note=body.note))
 
 
+BREAKER_DOC = SchemaDoc("Breaker", BREAKER)
+ESCALATION_DOC = SchemaDoc("Escalation", ESCALATION)
+BREAKERS = SchemaDoc(
+    "BreakerList",
+    {"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": BREAKER}}},
+)
+ESCALATIONS = SchemaDoc(
+    "EscalationList",
+    {
+        "type": "object",
+        "required": ["escalations"],
+        "properties": {"escalations": {"type": "array", "items": ESCALATION}},
+    },
+)
+DLQ_QUERY: Mapping[str, Mapping[str, Any]] = {
+    "status": {"enum": sorted(STATUSES)},
+    "route": {"type": "string"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+}
+COMMAND = {"command": {"enum": list(COMMANDS)}}
+
 ENDPOINTS = (
-    Endpoint("GET", "/breakers", "Circuit breakers and their state", list_breakers),
-    Endpoint("GET", "/breakers/{name}", "One circuit breaker", get_breaker),
-    Endpoint("POST", "/breakers/{name}/{command}", "force-open, force-close or reset a breaker", command_breaker),
-    Endpoint("GET", "/dlq", "Escalated handoffs (?status=pending&route=...&limit=100)", list_dlq),
-    Endpoint("GET", "/dlq/{id}", "One escalated handoff with everything needed to judge it", get_dlq),
+    Endpoint("GET", "/breakers", "Circuit breakers and their state", list_breakers, response=BREAKERS),
+    Endpoint("GET", "/breakers/{name}", "One circuit breaker", get_breaker, response=BREAKER_DOC),
+    Endpoint("POST", "/breakers/{name}/{command}", "force-open, force-close or reset a breaker", command_breaker,
+             response=BREAKER_DOC, params=COMMAND),
+    Endpoint("GET", "/dlq", "Escalated handoffs, newest first", list_dlq, response=ESCALATIONS, query=DLQ_QUERY),
+    Endpoint("GET", "/dlq/{id}", "One escalated handoff with everything needed to judge it", get_dlq,
+             response=ESCALATION_DOC),
     Endpoint("POST", "/dlq/{id}/resolve", "Answer with a corrected response (checked against the contract)",
-             resolve_dlq, body=Resolution),
-    Endpoint("POST", "/dlq/{id}/replay", "Send the stored request to the upstream again", replay_dlq),
-    Endpoint("POST", "/dlq/{id}/discard", "Give up on the item", discard_dlq, body=Discard),
+             resolve_dlq, body=Resolution, response=ESCALATION_DOC, errors=frozenset({409, 422})),
+    Endpoint("POST", "/dlq/{id}/replay", "Send the stored request to the upstream again", replay_dlq,
+             response=ESCALATION_DOC, errors=frozenset({409, 422, 502})),
+    Endpoint("POST", "/dlq/{id}/discard", "Give up on the item", discard_dlq, body=Discard,
+             response=ESCALATION_DOC, errors=frozenset({409})),
 )  # fmt: skip

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin.api import Endpoint, json_response
-from gateway.admin.common import int_query, not_found, state_of
+from gateway.admin.common import MAX_LIMIT, MAX_WINDOW_SECONDS, int_query, not_found, state_of
 from gateway.admin.models import FailureBucket, FailureStats, RunList, RunOut, RunTimelineOut
 from gateway.audit import timeline
 from gateway.store.base import RunSummary
@@ -17,7 +17,7 @@ from gateway.store.base import RunSummary
 async def list_runs(request: web.Request) -> web.Response:
     state = state_of(request)
     await state.audit.flush()
-    limit = int_query(request, "limit", 50)
+    limit = int_query(request, "limit", 50, MAX_LIMIT)
     runs = await state.store.list_runs(limit)
     return json_response(RunList(runs=[RunOut(**{n: getattr(r, n) for n in RunSummary.__slots__}) for r in runs]))
 
@@ -43,7 +43,7 @@ async def get_run(request: web.Request) -> web.Response:
 async def failure_stats(request: web.Request) -> web.Response:
     state = state_of(request)
     await state.audit.flush()
-    window = float(int_query(request, "window", 3600))
+    window = float(int_query(request, "window", 3600, MAX_WINDOW_SECONDS))
     counts = await state.store.failure_counts(time.time() - window)
     by_category: dict[str, int] = {}
     for c in counts:
@@ -60,15 +60,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+LIMIT = {"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}
+WINDOW = {"window": {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_SECONDS, "default": 3600}}
+
 ENDPOINTS = (
-    Endpoint("GET", "/runs", "Recent runs (?limit=50)", list_runs, response=RunList),
+    Endpoint("GET", "/runs", "Recent runs", list_runs, response=RunList, query=LIMIT),
     Endpoint("GET", "/runs/{id}", "A run's timeline and where a violation entered", get_run, response=RunTimelineOut),
-    Endpoint(
-        "GET",
-        "/stats/failures",
-        "Failures by route and MAST category (?window=3600 s)",
-        failure_stats,
-        response=FailureStats,
-    ),
-    Endpoint("GET", "/metrics", "Prometheus metrics (text exposition format)", metrics),
-)
+    Endpoint("GET", "/stats/failures", "Failures by route and MAST category over a window (seconds)", failure_stats,
+             response=FailureStats, query=WINDOW),
+    Endpoint("GET", "/metrics", "Prometheus metrics (text exposition format)", metrics,
+             media_type="text/plain"),
+)  # fmt: skip
