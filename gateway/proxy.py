@@ -148,7 +148,7 @@ class Proxy:
             )
             body = await self._read_request(exchange, policy, key is not None)
             try:
-                document = self._check_request(exchange, body)
+                document = await self._check_request(exchange, body)
                 await self._check_context(exchange, document)
             except ContractViolation as refused:
                 return await self._refused_request(exchange, refused, policy, body, key)
@@ -257,13 +257,17 @@ class Proxy:
             raise PayloadTooLarge(self._limits.max_body_bytes) from exc
         return exchange.request_body
 
-    def _check_request(self, exchange: Exchange, body: bytes | None) -> Any:
+    async def _check_request(self, exchange: Exchange, body: bytes | None) -> Any:
         """The parsed body (kept on the exchange only if the audit keeps payloads: a parsed 100 KiB document is
-        thousands of objects the garbage collector would otherwise keep scanning)."""
+        thousands of objects the garbage collector would otherwise keep scanning). A body of
+        ``limits.offload_bytes`` or more is parsed and checked in a worker thread, off the event loop."""
         contract = exchange.contract
         if contract is None:
             return None
-        document, (violations, total) = contract.check_request(exchange.request, body, self._limits.max_violations)
+        limits = self._limits
+        document, (violations, total) = await contract.check_request_off_loop(
+            exchange.request, body, limits.max_violations, limits.offload_bytes
+        )
         if self._p.keep_payloads:
             exchange.request_document = document
         judge(exchange, contract, "request", violations, total)
@@ -321,8 +325,8 @@ class Proxy:
             raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
         exchange.response_body = body
         encoding = upstream.headers.get("Content-Encoding")
-        document, (violations, total) = contract.check_response(
-            schema, body, upstream.content_type, encoding, self._limits.max_violations
+        document, (violations, total) = await contract.check_response_off_loop(
+            schema, body, upstream.content_type, encoding, self._limits.max_violations, self._limits.offload_bytes
         )
         if self._p.keep_payloads:
             exchange.response_document = document

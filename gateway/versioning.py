@@ -21,7 +21,6 @@ from typing import Any, Generic, Protocol, TypeVar
 from gateway.contracts.document import ContractDocumentError
 from gateway.store.base import DocumentHead, Store, StoredDocument
 
-
 MAX_VERSION = 2**31 - 1
 """Highest version number of a document. Versions count registrations from 1; the bound keeps a version
 within every store's integer type (SQLite, Redis, JSON), so an absurd number is "not found", never an overflow."""
@@ -65,6 +64,15 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
     def installed(self, table: TableT) -> None:
         """Hook called after a new table is in force (caches)."""
 
+    async def settle(self, active: dict[str, tuple[SpecT, int]]) -> dict[str, tuple[SpecT, int]]:
+        """Hook for :meth:`load`: the loaded active set made buildable. A store can hold what this gateway would
+        refuse (written by an older version, or by two gateways at once); ``active`` is in the order the
+        versions were registered, so a subclass can keep the first of two conflicting documents."""
+        return active
+
+    def _parse_all(self, documents: Sequence[Mapping[str, Any]]) -> list[SpecT]:
+        return [self.parse(document) for document in documents]
+
     def active_version(self, doc_id: str) -> int | None:
         entry = self._active.get(doc_id)
         return None if entry is None else entry[1]
@@ -74,14 +82,18 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
         return None if entry is None else entry[0]
 
     async def load(self) -> None:
-        """Rebuild the table from the store (at start-up)."""
+        """Rebuild the table from the store (at start-up, and when another gateway changed it).
+
+        Parsing and building run in a worker thread, here and in every change below: checking and compiling a
+        big document takes seconds, and the data plane keeps serving the old table until the new one is ready.
+        """
         async with self._lock:
-            active: dict[str, tuple[SpecT, int]] = {}
-            for head in await self._store.list_heads(self.kind):
-                if head.active_version is not None:
-                    stored = await self.version(head.id, head.active_version)
-                    active[head.id] = (self.parse(stored.document), stored.version)
-            self._swap(active)
+            heads = await self._store.list_heads(self.kind)
+            stored = [await self.version(h.id, h.active_version) for h in heads if h.active_version is not None]
+            stored.sort(key=lambda entry: (entry.created_at, entry.id))
+            specs = await asyncio.to_thread(self._parse_all, [entry.document for entry in stored])
+            active = {entry.id: (spec, entry.version) for entry, spec in zip(stored, specs, strict=True)}
+            await self._swap(await self.settle(active))
 
     async def register(self, document: Mapping[str, Any], *, activate: bool = True) -> StoredDocument:
         (stored,) = await self.register_many([document], activate=activate)
@@ -92,26 +104,28 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
     ) -> list[StoredDocument]:
         """Register several documents as one change (documents that refer to each other can arrive together);
         either all are accepted and stored, or none is."""
-        specs = [self.parse(document) for document in documents]
+        specs = await asyncio.to_thread(self._parse_all, documents)
         if len({spec.id for spec in specs}) != len(specs):
             raise ContractDocumentError(f"the same {self.kind} id appears twice in one registration", [])
         async with self._lock:
-            self.build({**self._active, **{spec.id: (spec, 0) for spec in specs}})  # refuse before storing
+            pending = {**self._active, **{spec.id: (spec, 0) for spec in specs}}
+            await asyncio.to_thread(self.build, pending)  # refuse before storing
             stored = [await self._store.add_version(self.kind, s.id, d) for s, d in zip(specs, documents, strict=True)]
             if activate:
                 for entry in stored:
                     await self._store.set_active(self.kind, entry.id, entry.version)
                 versions = {entry.id: entry.version for entry in stored}
-                self._swap({**self._active, **{spec.id: (spec, versions[spec.id]) for spec in specs}})
+                await self._swap({**self._active, **{spec.id: (spec, versions[spec.id]) for spec in specs}})
             return stored
 
     async def activate(self, doc_id: str, version: int) -> None:
         async with self._lock:
             stored = await self.version(doc_id, version)
-            active = {**self._active, doc_id: (self.parse(stored.document), version)}
-            self.build(active)
+            (spec,) = await asyncio.to_thread(self._parse_all, [stored.document])
+            active = {**self._active, doc_id: (spec, version)}
+            table = await asyncio.to_thread(self.build, active)
             await self._store.set_active(self.kind, doc_id, version)
-            self._swap(active)
+            self._install(active, table)
 
     async def deactivate(self, doc_id: str) -> None:
         """Take ``doc_id`` out of force; a document with versions but none in force already is (idempotent)."""
@@ -120,9 +134,9 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
                 await self.versions(doc_id)  # DocumentNotFound when it was never registered
                 return
             active = {i: entry for i, entry in self._active.items() if i != doc_id}
-            self.build(active)
+            table = await asyncio.to_thread(self.build, active)
             await self._store.set_active(self.kind, doc_id, None)
-            self._swap(active)
+            self._install(active, table)
 
     async def heads(self) -> list[DocumentHead]:
         return await self._store.list_heads(self.kind)
@@ -142,8 +156,10 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
             raise DocumentNotFound(f"{doc_id} version {version}")
         return stored
 
-    def _swap(self, active: dict[str, tuple[SpecT, int]]) -> None:
-        table = self.build(active)
+    async def _swap(self, active: dict[str, tuple[SpecT, int]]) -> None:
+        self._install(active, await asyncio.to_thread(self.build, active))
+
+    def _install(self, active: dict[str, tuple[SpecT, int]], table: TableT) -> None:
         self._active = active
         self.table = table
         self.installed(table)

@@ -1,12 +1,16 @@
 """The versioned contract registry and the immutable table the data plane reads.
 
 The life cycle (register → version N+1, activate any version, deactivate) and the build-then-swap rule are
-shared with policies in :mod:`gateway.versioning`; this module adds compiling validators and resolving
-``$ref`` between contracts through their shared schemas.
+shared with policies in :mod:`gateway.versioning`; this module adds compiling validators, resolving ``$ref``
+between contracts through their shared schemas, and the rule that one request is governed by one contract:
+a contract whose route, method and path template overlap those of another contract in force is refused
+(:class:`BindingConflict`, the admin API's 409), never shadowed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -19,9 +23,10 @@ from gateway.contracts.document import ContractDocumentError, ContractSpec, pars
 from gateway.contracts.paths import PathTemplate
 from gateway.contracts.validation import CompiledContract, compile_contract
 from gateway.store.base import Store
-from gateway.versioning import DocumentNotFound, VersionedRegistry
+from gateway.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
 
 KIND = "contract"
+log = logging.getLogger("agent_gateway.contracts")
 
 
 ContractNotFound = DocumentNotFound
@@ -39,7 +44,7 @@ class SchemaResources:
         for schema in schemas:
             uri = schema["$id"]
             if by_uri.setdefault(uri, schema) != schema:
-                raise ContractDocumentError(
+                raise DocumentConflict(
                     f"shared schema {uri!r} is published twice with different contents",
                     [{"pointer": "/schemas", "message": f"conflicting definitions of {uri}"}],
                 )
@@ -48,7 +53,12 @@ class SchemaResources:
             (uri, DRAFT202012.create_resource(schema)) for uri, schema in ordered
         )
         self.fingerprint = orjson.dumps(ordered, option=orjson.OPT_SORT_KEYS)
-        self._rust = jsonschema_rs.Registry(ordered) if ordered else None
+        try:
+            self._rust = jsonschema_rs.Registry(ordered) if ordered else None
+        except (ValueError, jsonschema_rs.ReferencingError) as exc:  # an ``$id`` that is no URI reference
+            raise ContractDocumentError(
+                f"a shared schema cannot be published: {exc}", [{"pointer": "/schemas", "message": str(exc)}]
+            ) from exc
 
     @property
     def for_rust(self) -> jsonschema_rs.Registry | None:
@@ -94,6 +104,47 @@ def _compile_error(spec: ContractSpec, exc: Exception) -> ContractDocumentError:
     )
 
 
+class BindingConflict(DocumentConflict):
+    """A contract's operation overlaps one another contract already binds (see :meth:`PathTemplate.overlaps`)."""
+
+
+Active = Mapping[str, tuple[ContractSpec, int]]
+
+
+def _holder(spec: ContractSpec, version: int) -> str:
+    return f"contract {spec.id!r} " + (f"version {version}" if version else "(in the same registration)")
+
+
+def binding_conflicts(active: Active, current: Active) -> list[tuple[str, str, str]]:
+    """``(claimant id, holder, binding)`` for every contract in ``active`` whose operation overlaps one held
+    by a contract before it. Contracts already in force (``current``) hold first, then the rest in order."""
+    incoming = [cid for cid, entry in active.items() if current.get(cid) != entry]
+    order = [cid for cid in active if cid not in incoming] + incoming
+    held: dict[tuple[str, str], list[tuple[PathTemplate, str]]] = {}
+    found = []
+    for cid in order:
+        spec, _ = active[cid]
+        op = spec.operation
+        template, key = PathTemplate(op.path), (spec.route, op.method.upper())
+        clash = next((holder for other, holder in held.get(key, ()) if template.overlaps(other)), None)
+        if clash is None:
+            held.setdefault(key, []).append((template, _holder(spec, active[cid][1])))
+        else:
+            found.append((cid, clash, f"{key[1]} {op.path} on route {spec.route!r}"))
+    return found
+
+
+def _refuse_conflicts(active: Active, current: Active) -> None:
+    conflicts = binding_conflicts(active, current)
+    if conflicts:
+        claimant, holder, binding = conflicts[0]
+        raise BindingConflict(
+            f"contract {claimant!r} binds {binding}, which {holder} already binds; deactivate it or change "
+            "the operation (one request is governed by one contract)",
+            [{"pointer": "/operation", "message": f"{cid!r}: {what} is bound by {by}"} for cid, by, what in conflicts],
+        )
+
+
 class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
     """Versions and activates contracts (see :mod:`gateway.versioning` for the life cycle); owns the
     :class:`ContractTable` the proxy reads, with validators compiled once per version and cached."""
@@ -103,6 +154,8 @@ class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
     def __init__(self, store: Store) -> None:
         super().__init__(store, ContractTable())
         self._cache: dict[tuple[str, int], CompiledContract] = {}
+        self._pending: dict[str, tuple[bytes, CompiledContract]] = {}
+        """Compiled while checking a registration (version 0): reused once the store has numbered it."""
         self._resources = SchemaResources()
 
     def parse(self, document: Mapping[str, Any]) -> ContractSpec:
@@ -123,13 +176,21 @@ class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
         cached = self._cache.get((spec.id, version)) if cacheable else None
         if cached is not None:
             return cached
+        pending = self._pending.get(spec.id)
+        if pending is not None and pending[1].spec is spec and pending[0] == resources.fingerprint:
+            return dataclasses.replace(pending[1], version=version)
         try:
-            return compile_contract(spec, version, resources.for_rust)
+            compiled = compile_contract(spec, version, resources.for_rust, resources.registry)
         except (ValueError, jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
             raise _compile_error(spec, exc) from exc
+        if version == 0:
+            self._pending[spec.id] = (resources.fingerprint, compiled)
+        return compiled
 
     def build(self, active: Mapping[str, tuple[ContractSpec, int]]) -> ContractTable:
-        """Compile every active contract against the shared schemas they publish; raise if any fails."""
+        """Refuse overlapping bindings, then compile every active contract against the shared schemas they
+        publish; raise if any fails. Runs in a worker thread (see :mod:`gateway.versioning`)."""
+        _refuse_conflicts(active, self._active)
         resources = SchemaResources(schema for spec, _ in active.values() for schema in spec.shared_schemas)
         if resources.fingerprint == self._resources.fingerprint:
             resources = self._resources
@@ -139,10 +200,21 @@ class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
 
     def installed(self, table: ContractTable) -> None:
         """Reuse validators compiled against the same shared schemas; start afresh when those changed."""
+        self._pending.clear()
         if table.resources is not self._resources:
             self._cache.clear()
             self._resources = table.resources
         self._cache.update({(c.id, c.version): c for c in table})
 
+    async def settle(self, active: dict[str, tuple[ContractSpec, int]]) -> dict[str, tuple[ContractSpec, int]]:
+        """A store that already holds overlapping contracts in force (written before bindings were checked, or
+        by two gateways at once) does not stop the gateway: the contract registered first keeps the binding,
+        each later one is deactivated in the store (its versions stay readable) and logged."""
+        for claimant, holder, binding in binding_conflicts(active, {}):
+            log.warning("contract %r binds %s, which %s already binds: deactivated", claimant, binding, holder)
+            await self._store.set_active(self.kind, claimant, None)
+            del active[claimant]
+        return active
 
-__all__ = ["ContractNotFound", "ContractRegistry", "ContractTable", "SchemaResources"]
+
+__all__ = ["BindingConflict", "ContractNotFound", "ContractRegistry", "ContractTable", "SchemaResources"]
