@@ -1,5 +1,10 @@
 """The ``agent-gateway`` command: ``serve``, ``demo``, and ``contracts``/``policies``/``routes``/``runs`` against
-the admin API."""
+the admin API.
+
+Failures are one line on stderr, never a traceback. Exit status 2 is a usage error (bad settings, a bad admin URL,
+a missing or unreadable input file, a refusal from the admin API); 1 is a runtime failure (the gateway cannot
+bind or open its store, the admin URL answers nothing or something that is not the admin API).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,46 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
-from gateway.admin.client import AdminAPIError, AdminClient
+from gateway.admin.client import AdminAPIError, AdminClient, AdminUnavailable, AdminURLError
 from gateway.app import start_gateway
-from gateway.config import load_config
-from gateway.contracts.document import ContractDocumentError, load_document_file
+from gateway.config import ConfigError, load_config, retired_variables
+from gateway.contracts.document import ContractDocumentError, load_document_text
+from gateway.errors import GatewayError
 from gateway.logs import configure_logging
 from gateway.report import render_timeline
 
 REPO = Path(__file__).resolve().parent.parent
+ADMIN_VARIABLES = ("GATEWAY_ADMIN_URL", "GATEWAY_ADMIN_TOKEN")
+"""Retired names the admin commands warn about (``serve`` warns about every retired setting)."""
+
+
+class CommandError(Exception):
+    """A failure reported in one line; ``code`` is the exit status (1 runtime failure, 2 usage error)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _startup_errors() -> tuple[type[Exception], ...]:
+    """What start-up raises when it cannot bind or reach its store: the store's own ``GatewayError``
+    (``StoreUnavailable``) or the driver's error (the redis client is an optional dependency)."""
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:
+        return (OSError, sqlite3.Error, GatewayError)
+    return (OSError, sqlite3.Error, GatewayError, RedisError)
 
 
 def _print_json(value: Any) -> None:
@@ -44,7 +73,12 @@ async def _serve(args: argparse.Namespace) -> int:
         overrides["listen"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = load_config(args.config, overrides=overrides)
     configure_logging(config.log_level, config.log_format)
-    gateway = await start_gateway(config, insecure_admin=args.insecure_admin)
+    for warning in retired_variables(os.environ):
+        logging.getLogger("agent_gateway").warning(warning)
+    try:
+        gateway = await start_gateway(config, insecure_admin=args.insecure_admin)
+    except _startup_errors() as exc:
+        raise CommandError(f"cannot start: {exc}", 1) from None
     gc.freeze()  # everything loaded at start-up lives forever: keep it out of every future collection
     logging.getLogger("agent_gateway").info(
         "serving data plane on %s:%d, admin API %s", config.listen.host, gateway.data_port,
@@ -66,12 +100,60 @@ async def _demo(args: argparse.Namespace) -> int:
     return await run_demo(args.contracts, args.policies)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read it: {exc.strerror or exc}", 2) from None
+
+
+def _json_ready(value: Any, path: Path) -> Any:
+    """``value`` if it can be sent as JSON (YAML can also spell sets, binary and odd keys, which cannot)."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise CommandError(f"{path}: cannot be sent as JSON: {exc}", 2) from None
+    return value
+
+
+def _read_payload(path: Path) -> Any:
+    """A payload file: YAML when named ``*.yaml``/``*.yml``, JSON otherwise."""
+    raw = _read(path)
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            return _json_ready(yaml.safe_load(raw), path)
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CommandError(f"{path}: not valid JSON: {exc}", 2) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise CommandError(f"{path}: not valid YAML: {exc}", 2) from None
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    return dict(_json_ready(load_document_text(_read(path), source=str(path)), path))
+
+
+def _admin(args: argparse.Namespace) -> AdminClient:
+    """The admin client for ``--admin-url`` / ``AGENT_GATEWAY_ADMIN_URL``, after warning about retired names."""
+    for warning in retired_variables({k: v for k, v in os.environ.items() if k in ADMIN_VARIABLES}):
+        print(f"agent-gateway: warning: {warning}", file=sys.stderr)
+    return AdminClient(args.admin_url)
+
+
+def _field(answer: Any, key: str) -> Any:
+    """``answer[key]``, or a one-line failure when what answered is not the admin API."""
+    if not isinstance(answer, dict) or key not in answer:
+        raise AdminUnavailable(f"the answer has no {key!r}: is the admin URL the agent-gateway admin listener?")
+    return answer[key]
+
+
 async def _documents(args: argparse.Namespace) -> int:
     """``contracts`` and ``policies``: the same verbs on either collection (plus ``validate`` for contracts)."""
     base = f"/{args.collection}"
-    async with AdminClient(args.admin_url) as admin:
+    documents = [_read_document(path) for path in args.files] if args.action == "push" else []
+    payload = _read_payload(args.payload) if args.action == "validate" else None
+    async with _admin(args) as admin:
         if args.action == "push":
-            documents = [load_document_file(path) for path in args.files]
             query = "" if args.activate else "?activate=false"
             _print_json(await admin.request("POST", base + query, body={args.collection: documents}))
         elif args.action == "list":
@@ -86,11 +168,11 @@ async def _documents(args: argparse.Namespace) -> int:
                 "direction": args.direction,
                 "status": args.status,
                 "version": args.version,
-                "payload": orjson.loads(args.payload.read_bytes()),
+                "payload": payload,
             }
             result = await admin.request("POST", f"{base}/{args.id}/validate", body=body)
             _print_json(result)
-            return 0 if result["valid"] else 1
+            return 0 if _field(result, "valid") is True else 1
     return 0
 
 
@@ -114,25 +196,26 @@ def _document_commands(
 
 
 async def _runs(args: argparse.Namespace) -> int:
-    async with AdminClient(args.admin_url) as admin:
+    async with _admin(args) as admin:
         if args.action == "list":
             result = await admin.request("GET", f"/runs?limit={args.limit}")
             if args.json:
                 _print_json(result)
             else:
-                for run in result["runs"]:
+                for run in _field(result, "runs"):
                     print(f"{run['run_id']:<24} {run['handoffs']:>4} handoffs {run['failures']:>3} failures")
         else:
             run = await admin.request("GET", f"/runs/{args.id}")
             if args.json:
                 _print_json(run)
             else:
+                _field(run, "handoffs")  # refuse a foreign answer before rendering it as a timeline
                 print(render_timeline(run))
     return 0
 
 
 async def _routes(args: argparse.Namespace) -> int:
-    async with AdminClient(args.admin_url) as admin:
+    async with _admin(args) as admin:
         if args.action == "list":
             _print_json(await admin.request("GET", "/routes"))
         elif args.action == "put":
@@ -148,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", type=Path, help="YAML settings file (GATEWAY_* variables override it)")
+    serve.add_argument("--config", type=Path, help="YAML settings file (AGENT_GATEWAY_* variables override it)")
     serve.add_argument("--host", help="data-plane listen address")
     serve.add_argument("--port", type=int, help="data-plane listen port")
     serve.add_argument(
@@ -162,10 +245,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     admin_url = argparse.ArgumentParser(add_help=False)
-    admin_url.add_argument("--admin-url", help="admin API URL (default $GATEWAY_ADMIN_URL or 127.0.0.1:9901)")
+    admin_url.add_argument(
+        "--admin-url",
+        help="admin API URL, host:port means http:// (default $AGENT_GATEWAY_ADMIN_URL or 127.0.0.1:9901)",
+    )
 
     validate = _document_commands(sub, admin_url, "contracts").add_parser(
-        "validate", parents=[admin_url], help="dry-run a JSON payload file"
+        "validate", parents=[admin_url], help="dry-run a payload file (JSON, or YAML when named *.yaml/*.yml)"
     )
     validate.add_argument("id")
     validate.add_argument("payload", type=Path)
@@ -198,6 +284,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: object, code: int) -> int:
+    print(f"agent-gateway: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _event_loop_policy()
@@ -205,11 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(run(args))
     except AdminAPIError as exc:
-        _print_json(exc.problem)
-        return 2
-    except (ContractDocumentError, OSError) as exc:
-        print(f"agent-gateway: {exc}", file=sys.stderr)
-        return 2
+        _print_json(exc.problem)  # the whole problem on stdout, for scripts; the gist on stderr
+        return _fail(f"the admin API refused: {exc}", 2)
+    except AdminUnavailable as exc:
+        return _fail(exc, 1)
+    except CommandError as exc:
+        return _fail(exc, exc.code)
+    except (ConfigError, AdminURLError, ContractDocumentError, OSError) as exc:
+        return _fail(exc, 2)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

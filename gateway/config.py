@@ -1,23 +1,54 @@
-"""Gateway settings: one frozen pydantic model, read from YAML and overridden by ``GATEWAY_*`` variables.
+"""Gateway settings: one frozen pydantic model, read from YAML and overridden by ``AGENT_GATEWAY_*`` variables.
 
-Precedence (highest first): command-line flags, environment, the YAML file, the defaults below. Environment
-names are the setting path upper-cased and joined with ``__`` (``GATEWAY_LISTEN__PORT=8080``,
-``GATEWAY_LIMITS__MAX_BODY_BYTES=1048576``); ``GATEWAY_ADMIN_TOKEN`` is kept as the short, documented name of
-``GATEWAY_ADMIN__TOKEN`` because that is the one every deployment sets.
+Precedence (highest first): command-line flags, environment, the YAML file, the defaults below. A setting's
+variable is ``AGENT_GATEWAY_`` and its path upper-cased and joined with ``__`` (``AGENT_GATEWAY_LISTEN__PORT=8080``);
+only single settings, not whole sections. ``AGENT_GATEWAY_ADMIN_TOKEN`` is short for ``AGENT_GATEWAY_ADMIN__TOKEN``;
+``AGENT_GATEWAY_ADMIN_URL`` is the CLI's, not a setting. Variables without the prefix are never looked at.
+
+Service links. Kubernetes injects variables for every Service of the namespace into every pod: a Service named
+``agent-gateway`` (or ``agent-gateway-admin``, ...) gives ``AGENT_GATEWAY[_ADMIN]_SERVICE_HOST`` = cluster IP,
+``…_SERVICE_PORT`` and ``…_SERVICE_PORT_<PORT NAME>`` = port, ``…_PORT`` and ``…_PORT_<port>_<PROTO>`` =
+``<proto>://<cluster IP>:<port>``, and ``…_PORT_<port>_<PROTO>_PROTO|_PORT|_ADDR`` = proto, port, cluster IP. A
+variable under our prefix that names no setting is skipped when its name ends with one of these suffixes *and*
+its value has that suffix's shape (IP address, port number, protocol, ``tcp|udp|sctp://ip:port``, agreeing with
+the port and protocol in the name). Any other name under the prefix that is not a setting stops start-up with a
+one-line error, so a typo never silently does nothing (``AGENT_GATEWAY_PORT=8081`` is refused: Kubernetes puts an
+address there, never a bare port). A name that is a setting is always read as the setting.
+
+Retired names. The ``GATEWAY_*`` names of earlier releases are not read (Kubernetes injects ``GATEWAY_*`` for a
+Service named ``gateway``); :func:`retired_variables` lists those that spell a setting so the CLI can warn.
+
+Errors. :func:`load_config` raises :class:`ConfigError`: one line naming where the value came from (file,
+variable, command line), the setting (``listen.port``, ``routes[0].upstream``) and the problem.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from yarl import URL
 
-ENV_PREFIX = "GATEWAY_"
-_ENV_ALIASES = {"GATEWAY_ADMIN_TOKEN": "GATEWAY_ADMIN__TOKEN"}
+ENV_PREFIX = "AGENT_GATEWAY_"
+RETIRED_PREFIX = "GATEWAY_"
+ADMIN_URL_VARIABLE = ENV_PREFIX + "ADMIN_URL"
+ADMIN_TOKEN_VARIABLE = ENV_PREFIX + "ADMIN_TOKEN"
+_ENV_ALIASES: dict[str, tuple[str, ...]] = {"ADMIN_TOKEN": ("admin", "token")}
+_NOT_SETTINGS = frozenset({"ADMIN_URL"})
+"""Names under the prefix that other parts read (the CLI's admin URL)."""
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; the message is one line: source, setting path, problem."""
 
 
 class _Frozen(BaseModel):
@@ -64,6 +95,9 @@ class Timeouts(_Frozen):
     connection's start or the end of the previous response; slower clients are disconnected (slowloris)."""
     keepalive: float = Field(75.0, gt=0)
     """Seconds an idle keep-alive connection is kept open waiting for the next request."""
+    client_idle: float = Field(30.0, gt=0)
+    """Seconds without a byte from the client while its request body is read or relayed; a stalled upload
+    (slow body) is answered 408 instead of holding a connection and a route's concurrency slot forever."""
 
 
 class RouteSpec(_Frozen):
@@ -74,12 +108,17 @@ class RouteSpec(_Frozen):
     prefix: str | None = None
     default: bool = False
     max_concurrency: int | None = Field(None, gt=0)
+    escaped_slashes: Literal["reject", "keep"] = "reject"
+    """An encoded ``/`` or ``\\`` inside a path segment (``%2F``, ``%5C``): ``reject`` answers 400; ``keep``
+    forwards it encoded and matches contracts with it as part of the segment, for agents that treat it as data
+    (see ``gateway/target.py``)."""
 
     @field_validator("upstream")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("upstream must be an http:// or https:// URL")
+        _check_url(value, "upstream")
         return value.rstrip("/")
 
     @field_validator("prefix")
@@ -89,7 +128,12 @@ class RouteSpec(_Frozen):
             return None
         if not value.startswith("/"):
             raise ValueError("prefix must start with '/'")
-        return value.rstrip("/") or "/"
+        from gateway.target import canonical_target  # the data plane's path rules; imported late (no cycle)
+
+        prefix = value.rstrip("/") or "/"
+        if "?" in prefix or canonical_target(prefix).path != prefix:
+            raise ValueError("prefix must be a canonical path (no dot-segments, '//', '?' or needless escapes)")
+        return prefix
 
     @property
     def effective_prefix(self) -> str:
@@ -144,6 +188,14 @@ class StoreConfig(_Frozen):
     prefix: str = "agw:"
     """Key prefix in Redis, so several gateway fleets can share one server."""
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url must be a redis://, rediss:// or unix:// URL")
+        _check_url(value, "url")
+        return value
+
 
 class GatewayConfig(_Frozen):
     listen: Listener = Listener()
@@ -158,29 +210,130 @@ class GatewayConfig(_Frozen):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    @model_validator(mode="after")
-    def _unique_routes(self) -> GatewayConfig:
-        names = [r.name for r in self.routes]
+    @field_validator("routes")
+    @classmethod
+    def _unique_routes(cls, routes: tuple[RouteSpec, ...]) -> tuple[RouteSpec, ...]:
+        names = [r.name for r in routes]
         if len(names) != len(set(names)):
             raise ValueError("route names must be unique")
-        if sum(r.default for r in self.routes) > 1:
+        if sum(r.default for r in routes) > 1:
             raise ValueError("at most one route can be the default")
-        return self
+        return routes
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Turn ``GATEWAY_A__B=v`` variables into the nested mapping ``{"a": {"b": "v"}}``."""
+def _check_url(value: str, what: str) -> None:
+    """Refuse what would only fail at the first request: no host, a port that is not a number, spaces."""
+    try:
+        url = URL(value)
+        url.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise ValueError(f"{what} is not a valid URL: {exc}") from exc
+    if not url.host and url.scheme != "unix":
+        raise ValueError(f"{what} has no host")
+    if any(c.isspace() for c in value):
+        raise ValueError(f"{what} contains white space")
+
+
+# -- the environment ---------------------------------------------------------------------------------------
+
+_IP_NAME = re.compile(r"_(?:SERVICE_HOST|PORT_[0-9]+_(?:TCP|UDP|SCTP)_ADDR)$")
+_PORT_NAME = re.compile(r"_(?:SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT_(?P<number>[0-9]+)_(?:TCP|UDP|SCTP)_PORT)$")
+_PROTO_NAME = re.compile(r"_PORT_[0-9]+_(?P<proto>TCP|UDP|SCTP)_PROTO$")
+_ADDRESS_NAME = re.compile(r"_PORT(?:_(?P<number>[0-9]+)_(?P<proto>TCP|UDP|SCTP))?$")
+_ADDRESS = re.compile(
+    r"(?P<proto>tcp|udp|sctp)://(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<ip4>[0-9.]+)):(?P<port>[0-9]{1,5})"
+)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` is a variable Kubernetes injects for a Service (see the module docstring)."""
+    if _is_ip(value):
+        return _IP_NAME.search(name) is not None
+    if re.fullmatch(r"[0-9]{1,5}", value):
+        port = _PORT_NAME.search(name)
+        return port is not None and port["number"] in (None, value)
+    if value in ("tcp", "udp", "sctp"):
+        proto = _PROTO_NAME.search(name)
+        return proto is not None and proto["proto"] == value.upper()
+    address = _ADDRESS.fullmatch(value)
+    if address is None or not _is_ip(address["ip6"] or address["ip4"]):
+        return False
+    link = _ADDRESS_NAME.search(name)
+    if link is None:
+        return False
+    return link["number"] in (None, address["port"]) and link["proto"] in (None, address["proto"].upper())
+
+
+def _setting_path(key: str) -> tuple[str, ...] | None:
+    """The path of the single setting ``key`` (a name without prefix) spells, or None (unknown, or a section)."""
+    path = _ENV_ALIASES.get(key) or tuple(key.lower().split("__"))
+    model: type[BaseModel] = GatewayConfig
+    for depth, part in enumerate(path):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return path if depth == len(path) - 1 else None
+    return None
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The settings ``AGENT_GATEWAY_A__B=v`` variables give, as ``{"a": {"b": "v"}}``, and which variable gave
+    each setting path (for error messages). Service links are skipped; any other unknown name is an error."""
     tree: dict[str, Any] = {}
-    for raw_name, value in environ.items():
-        name = _ENV_ALIASES.get(raw_name, raw_name)
-        if not name.startswith(ENV_PREFIX) or name == "GATEWAY_ADMIN_URL":
+    sources: dict[tuple[str, ...], str] = {}
+    for name, value in sorted(environ.items()):
+        key = name[len(ENV_PREFIX) :]
+        if not name.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
             continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
+        path = _setting_path(key)
+        if path is None:
+            if is_service_link(name, value):
+                continue
+            raise ConfigError(
+                f"{name}: unknown setting {key.lower().replace('__', '.')!r} (settings are spelled like "
+                f"{ENV_PREFIX}LISTEN__PORT; Kubernetes service links have their own shape)"
+            )
+        if path in sources:
+            raise ConfigError(f"{name}: {'.'.join(path)} is also set by {sources[path]}")
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
         node[path[-1]] = value
-    return tree
+        sources[path] = name
+    return tree, sources
+
+
+def retired_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each old ``GATEWAY_*`` variable that spells a setting: it is not read any more."""
+    return [
+        f"{name} is ignored (the GATEWAY_ prefix collides with Kubernetes service links): "
+        f"rename it {ENV_PREFIX}{name[len(RETIRED_PREFIX) :]}"
+        for name in sorted(environ)
+        if name.startswith(RETIRED_PREFIX)
+        and (name[len(RETIRED_PREFIX) :] in _NOT_SETTINGS or _setting_path(name[len(RETIRED_PREFIX) :]) is not None)
+    ]
+
+
+# -- loading -----------------------------------------------------------------------------------------------
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,20 +346,81 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML: {where}{_one_line(exc.problem or str(exc))}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(str(exc)) or 'nested too deeply'}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings, not a {type(loaded).__name__}")
+    return loaded
+
+
+def _leaf_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for key, value in tree.items():
+        paths += _leaf_paths(value, (*prefix, key)) if isinstance(value, Mapping) else [(*prefix, key)]
+    return paths
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _problem(error: ErrorDetails) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown setting"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error["input"]
+    if isinstance(value, str | int | float) and "token" not in error["loc"]:
+        message += f" (got {reprlib.repr(value)})"
+    return message
+
+
+def _config_error(exc: ValidationError, origin: str, sources: Mapping[tuple[str, ...], str]) -> ConfigError:
+    """The first problem in one line, attributed to the variable or flag that gave the value, else the file."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    names = tuple(str(part) for part in loc)
+    given = next((sources[names[:n]] for n in range(len(names), 0, -1) if names[:n] in sources), origin)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ConfigError(_one_line(f"{given}: {_dotted(loc)}: {_problem(first)}{more}"))
+
+
 def load_config(
     path: Path | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> GatewayConfig:
-    """Build the settings from a YAML file, the environment and explicit overrides, in rising precedence."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the top level must be a mapping")
-        data = loaded
-    data = deep_merge(data, env_overrides(os.environ if environ is None else environ))
+    """Build the settings from a YAML file, the environment and explicit overrides, in rising precedence.
+
+    Raises :class:`ConfigError` (one line) for anything wrong, whichever of the three it came from."""
+    data = _read_file(path) if path is not None else {}
+    from_env, sources = env_overrides(os.environ if environ is None else environ)
+    data = deep_merge(data, from_env)
     if overrides:
         data = deep_merge(data, overrides)
-    return GatewayConfig.model_validate(data)
+        sources = {**sources, **dict.fromkeys(_leaf_paths(overrides), "command line")}
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, str(path) if path is not None else "settings", sources) from None

@@ -46,11 +46,11 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     data_port, admin_port = free_port(), free_port()
     env = {
         **os.environ,
-        "GATEWAY_ADMIN_TOKEN": TOKEN,
-        "GATEWAY_ADMIN__PORT": str(admin_port),
-        "GATEWAY_LISTEN__HOST": "127.0.0.1",
-        "GATEWAY_STORE__PATH": str(tmp_path / "gw.db"),
-        "GATEWAY_ADMIN_URL": f"http://127.0.0.1:{admin_port}",
+        "AGENT_GATEWAY_ADMIN_TOKEN": TOKEN,
+        "AGENT_GATEWAY_ADMIN__PORT": str(admin_port),
+        "AGENT_GATEWAY_LISTEN__HOST": "127.0.0.1",
+        "AGENT_GATEWAY_STORE__PATH": str(tmp_path / "gw.db"),
+        "AGENT_GATEWAY_ADMIN_URL": f"http://127.0.0.1:{admin_port}",
     }
     process = subprocess.Popen([*CLI, "serve", "--port", str(data_port)], env=env, stderr=subprocess.PIPE)
     try:
@@ -96,7 +96,8 @@ def test_serve_and_manage_contracts_from_the_command_line(served: tuple[str, dic
     assert json.loads(cli("policies", "push", str(policy)).stdout)["registered"][0]["id"] == "p"
     assert json.loads(cli("policies", "show", "p").stdout)["document"]["retry"] == {"max_attempts": 2}
     assert json.loads(cli("runs", "list", "--json").stdout) == {"runs": []}
-    bad_env = {**env, "GATEWAY_ADMIN_TOKEN": "wrong"}
+    bad_env = {**env, "AGENT_GATEWAY_ADMIN_TOKEN": "wrong"}
     refused = subprocess.run([*CLI, "contracts", "list"], env=bad_env, capture_output=True, text=True, check=False)
     assert refused.returncode == 2
     assert "unauthorized" in refused.stdout
+    assert refused.stderr.startswith("agent-gateway: the admin API refused: 401")
