@@ -5,6 +5,10 @@ queue; a background task writes batches every ``flush_interval`` seconds and pru
 queue is full the oldest unwritten record is dropped and counted (``agent_gateway_audit_dropped_total``)
 rather than blocking traffic.
 
+A batch the store fails to write goes back to the front of the queue (still bounded by ``queue_size``: what no
+longer fits is a real drop, counted like any other) and the writer retries with exponential backoff, from
+``flush_interval`` up to :data:`MAX_RETRY_DELAY`, so a store outage shorter than the queue loses nothing.
+
 :func:`timeline` turns a run's records into the story a person needs: the ordered handoffs, the **entry
 point** (the first handoff where a violation entered), and the downstream handoffs that consumed it.
 """
@@ -26,13 +30,17 @@ from gateway.store.base import HandoffRecord, Store
 log = logging.getLogger("agent_gateway.audit")
 
 FAULTY_VERDICTS = frozenset({"request_invalid", "response_invalid", "stale_context"})
+MAX_RETRY_DELAY = 5.0
+"""Seconds between write attempts at most while the store keeps failing."""
+
+Queued = tuple[HandoffRecord, bytes | None, bytes | None]
 
 
 class AuditLog:
     def __init__(self, store: Store, settings: AuditSettings, on_drop: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._settings = settings
-        self._queue: deque[tuple[HandoffRecord, bytes | None, bytes | None]] = deque()
+        self._queue: deque[Queued] = deque()
         self._on_drop = on_drop
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
@@ -49,12 +57,22 @@ class AuditLog:
             self._on_drop()
         self._queue.append((record, request_body, response_body))
 
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet written."""
+        return len(self._queue)
+
     async def flush(self) -> None:
-        """Write everything queued so far (admin reads call this so a timeline is complete)."""
+        """Write everything queued so far (admin reads call this so a timeline is complete). A batch the store
+        refuses is put back (see :meth:`_requeue`) and the store's error raised."""
         async with self._flushing:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
-                await self._store.append_handoffs(await asyncio.to_thread(_with_digests, batch))
+                try:
+                    await self._store.append_handoffs(await asyncio.to_thread(_with_digests, batch))
+                except BaseException:  # a store failure, or cancelled mid-write: either way not known written
+                    self._requeue(batch)
+                    raise
             now = time.time()
             if now - self._last_prune >= self._settings.prune_interval:
                 self._last_prune = now
@@ -62,30 +80,56 @@ class AuditLog:
                     keep=self._settings.max_records, older_than=now - self._settings.max_age_seconds
                 )
 
+    def _requeue(self, batch: list[Queued]) -> None:
+        """Put an unwritten batch back in front of the queue, oldest first; records that no longer fit (the
+        queue filled up meanwhile) are the oldest, and are dropped and counted."""
+        overflow = max(0, len(self._queue) + len(batch) - self._settings.queue_size)  # never above len(batch)
+        for _ in range(overflow):
+            self._on_drop()
+        self._queue.extendleft(reversed(batch[overflow:]))
+
     async def _run(self) -> None:
+        failures = 0
         while True:
-            await asyncio.sleep(self._settings.flush_interval)
+            interval = self._settings.flush_interval  # doubled per failure in a row, up to MAX_RETRY_DELAY
+            await asyncio.sleep(min(max(interval, MAX_RETRY_DELAY), interval * 2 ** min(failures, 16)))
             try:
                 await self.flush()
-            except Exception:
-                log.exception("writing audit records failed; will retry")
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "writing audit records failed (%s); %d waiting, retrying with backoff", exc, self.pending
+                    )
+                continue
+            if failures:
+                log.warning("audit records written again after %d failed attempt(s)", failures)
+            failures = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-flusher")
 
     async def close(self) -> None:
+        """Stop the writer and write what is left; records the store cannot take now are lost, and counted."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:
+            lost = len(self._queue)
+            self._queue.clear()
+            for _ in range(lost):
+                self._on_drop()
+            log.exception("closing with %d audit record(s) the store would not take: dropped", lost)
 
 
 def _digest(body: bytes | None) -> str | None:
     return None if body is None else hashlib.sha256(body).hexdigest()
 
 
-def _with_digests(batch: list[tuple[HandoffRecord, bytes | None, bytes | None]]) -> list[HandoffRecord]:
+def _with_digests(batch: list[Queued]) -> list[HandoffRecord]:
     """SHA-256 of the exact bytes that crossed the gateway (hashlib releases the GIL on large inputs)."""
     return [
         replace(record, request_sha256=_digest(request), response_sha256=_digest(response))

@@ -6,11 +6,17 @@ and ``context.consumes`` (its requests build on one). Where the version lives is
 all — the artifact itself embedded at a pointer (``embed``), matched by SHA-256 of its canonical JSON against
 the outputs produced earlier in the run. Versions live in the store, so sidecars sharing a store see each
 other's outputs.
+
+When the store fails: a lookup (:meth:`ContextTracker.check`) raises :class:`StoreUnavailable` and the proxy
+refuses the request with 503 unless the policy's ``context.on_store_error`` is ``bypass``; a record
+(:meth:`ContextTracker.record`) is given up — the valid answer is still relayed, the store logs and counts the
+failure, and only a later stale request of that run can go unnoticed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,9 +24,11 @@ from typing import Any
 import orjson
 
 from gateway.contracts.document import ArtifactRef
-from gateway.errors import Violation
+from gateway.errors import StoreUnavailable, Violation
 from gateway.jsonpointer import MISSING, resolve
 from gateway.store.base import ArtifactVersion, Store
+
+log = logging.getLogger("agent_gateway.context")
 
 
 def canonical_digest(value: Any) -> str:
@@ -52,10 +60,16 @@ class ContextTracker:
         self._store = store
 
     async def record(self, run_id: str, ref: ArtifactRef, document: Any, headers: Mapping[str, str]) -> None:
-        """Remember that this run produced a (new) version of ``ref.artifact``."""
+        """Remember that this run produced a (new) version of ``ref.artifact``; a store failure never costs the
+        caller the answer it is attached to."""
         version, digest = _version(ref, document, headers), _embedded_digest(ref, document)
-        if version is not None or digest is not None:
+        if version is None and digest is None:
+            return
+        try:
             await self._store.add_artifact_version(ArtifactVersion(run_id, ref.artifact, version, digest, time.time()))
+        except StoreUnavailable:
+            log.warning("run %s: %s version %s not recorded; stale context cannot be detected against it",
+                        run_id, ref.artifact, version if version is not None else digest)  # fmt: skip
 
     async def check(self, run_id: str, ref: ArtifactRef, document: Any, headers: Mapping[str, str]) -> Violation | None:
         """A ``staleContext`` violation if the payload builds on an artifact older than the run's newest."""

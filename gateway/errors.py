@@ -240,6 +240,30 @@ class IdempotencyKeyReused(GatewayError):
         super().__init__("This Idempotency-Key was already used for a request with a different body.")
 
 
+class StoreUnavailable(GatewayError):
+    """The state store (SQLite file, Redis) failed an operation: 503 + Retry-After, never a 500.
+
+    The store backends raise it for every driver failure, so anything that does not decide otherwise (a policy's
+    ``on_store_error: bypass``) answers "try again shortly" on the data plane and on the admin API alike. The
+    driver's message (which may name hosts) goes to the log, not to the caller.
+    """
+
+    status = 503
+    kind = "store-unavailable"
+    title = "State store unavailable"
+
+    def __init__(self, operation: str, retry_after: int = 2) -> None:
+        super().__init__(f"The gateway's state store is unavailable ({operation} failed); retry shortly.")
+        self.operation = operation
+        self.retry_after = retry_after
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    def extensions(self) -> dict[str, Any]:
+        return {"operation": self.operation}
+
+
 class Escalated(GatewayError):
     status = 503
     kind = "escalated"

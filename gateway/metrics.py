@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.policies.breaker import BreakerRegistry
@@ -22,14 +22,17 @@ BREAKER_STATES = ("closed", "open", "half_open", "forced_open", "disabled")
 
 
 class _Live(Collector):
-    """Gauges read at scrape time from the live objects: in-flight requests, breaker states, DLQ depth."""
+    """Read at scrape time from the live objects: in-flight requests, breaker states, DLQ depth, and the store's
+    failures per operation (counted by the store itself, which every component shares)."""
 
     def __init__(
-        self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int]
-    ) -> None:
+        self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int],
+        store_failures: Mapping[str, int],
+    ) -> None:  # fmt: skip
         self._in_flight = in_flight
         self._breakers = breakers
         self._dlq_depth = dlq_depth
+        self._store_failures = store_failures
 
     def collect(self) -> Iterator[Metric]:
         in_flight = GaugeMetricFamily(
@@ -46,6 +49,14 @@ class _Live(Collector):
                 states.add_metric([breaker.name, state], 1.0 if breaker.state.value == state else 0.0)
         yield states
         yield GaugeMetricFamily("agent_gateway_dlq_depth", "Escalations waiting for a person", value=self._dlq_depth())
+        failures = CounterMetricFamily(
+            "agent_gateway_store_errors",
+            "Store operations that failed (Redis down, SQLite error)",
+            labels=["operation"],
+        )
+        for operation, count in sorted(self._store_failures.items()):
+            failures.add_metric([operation], count)
+        yield failures
 
 
 class Metrics:
@@ -83,7 +94,9 @@ class Metrics:
             ["route"], registry=r,
         )  # fmt: skip
         self.audit_dropped = Counter(
-            "agent_gateway_audit_dropped", "Audit records dropped because the write queue was full", registry=r
+            "agent_gateway_audit_dropped",
+            "Audit records dropped: the write queue was full (also with failed writes waiting in it)",
+            registry=r,
         )
 
     def request_done(
@@ -108,9 +121,11 @@ class Metrics:
             histograms[2].observe(max(0.0, elapsed - upstream))
 
     def watch(
-        self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int]
-    ) -> None:
-        self.registry.register(_Live(in_flight, breakers, dlq_depth))
+        self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int],
+        store_failures: Mapping[str, int] | None = None,
+    ) -> None:  # fmt: skip
+        """Scrape-time metrics; ``store_failures`` is the store's ``failures`` counter (a live mapping)."""
+        self.registry.register(_Live(in_flight, breakers, dlq_depth, {} if store_failures is None else store_failures))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

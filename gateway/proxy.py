@@ -51,6 +51,7 @@ from gateway.errors import (
     NoRoute,
     PayloadTooLarge,
     RouteOverloaded,
+    StoreUnavailable,
     UpstreamError,
     UpstreamPayloadTooLarge,
     UpstreamTimeout,
@@ -58,7 +59,7 @@ from gateway.errors import (
 )
 from gateway.exchange import Exchange
 from gateway.observe import Observer
-from gateway.policies.checkpoint import Checkpoints, Replay, checkpoint_key, request_digest
+from gateway.policies.checkpoint import Checkpoints, Lease, Replay, checkpoint_key, request_digest
 from gateway.policies.document import PolicySpec
 from gateway.policies.registry import PolicyRegistry
 from gateway.policies.retry import parse_retry_after
@@ -149,39 +150,47 @@ class Proxy:
             body = await self._read_request(exchange, policy, key is not None)
             try:
                 document = await self._check_request(exchange, body)
-                await self._check_context(exchange, document)
+                await self._check_context(exchange, document, policy)
             except ContractViolation as refused:
                 return await self._refused_request(exchange, refused, policy, body, key)
             exchange.request_verdict = exchange.verdict
-            if key is None:
+            claim = None if key is None else await self._claim(exchange, key, body, policy)
+            if isinstance(claim, Replay):
+                return self._replay(exchange, claim)
+            if claim is None:
                 return await self._attempts(exchange, policy, body, None)
-            digest = request_digest(body)
-            replay = await self._p.checkpoints.begin(key, digest, policy.checkpoint)
-            if replay is not None:
-                return self._replay(exchange, replay)
-            try:
-                return await self._attempts(exchange, policy, body, (key, digest))
-            except BaseException:
-                await self._p.checkpoints.abandon(key)
-                raise
+            async with claim:  # renewed while the call runs; released if it ends in an exception
+                return await self._attempts(exchange, policy, body, claim)
         finally:
             self._in_flight[route.name] -= 1
 
+    async def _claim(
+        self, exchange: Exchange, key: str, body: bytes | None, policy: PolicySpec
+    ) -> Replay | Lease | None:
+        """The stored answer to replay, or this call's lease on ``key``; ``None`` when the store failed and the
+        policy says ``bypass`` (every answer then says ``X-Checkpoint: bypass``). ``refuse`` → 503."""
+        try:
+            return await self._p.checkpoints.begin(key, request_digest(body), policy.checkpoint)
+        except StoreUnavailable:
+            if policy.checkpoint.on_store_error == "refuse":
+                raise
+            exchange.checkpoint = "bypass"
+            return None
+
     async def _attempts(
-        self, exchange: Exchange, policy: PolicySpec, body: bytes | None, checkpoint: tuple[str, str] | None
+        self, exchange: Exchange, policy: PolicySpec, body: bytes | None, lease: Lease | None
     ) -> web.StreamResponse:
         """Attempts under the policy, then recovery if they fail. Only an agent's validated answer becomes the
-        checkpoint (``checkpoint`` = key and request digest); an escalated or fallback answer never does."""
+        checkpoint (``lease``: this call's claim on the key); an escalated or fallback answer never does."""
         try:
             response = await self._p.resilience.run(exchange, policy, self._attempt_fn(exchange, policy, body))
         except Failure as failure:
-            key = None
-            if checkpoint is not None:
-                key = checkpoint[0]
-                await self._p.checkpoints.abandon(key)
+            if lease is not None:
+                await lease.release()
+            key = lease.key if lease is not None else None
             return await self._p.recovery.recover(self, exchange, failure, policy, body, key)
-        if checkpoint is not None:
-            await self._store_checkpoint(exchange, *checkpoint, response, policy)
+        if lease is not None:
+            await self._store_checkpoint(exchange, lease, response)
         return response
 
     def _attempt_fn(self, exchange: Exchange, policy: PolicySpec, body: bytes | None) -> AttemptFn:
@@ -273,11 +282,19 @@ class Proxy:
         judge(exchange, contract, "request", violations, total)
         return document
 
-    async def _check_context(self, exchange: Exchange, document: Any) -> None:
+    async def _check_context(self, exchange: Exchange, document: Any, policy: PolicySpec) -> None:
         contract = exchange.contract
         if contract is None or contract.spec.consumes is None:
             return
-        stale = await self._p.context.check(exchange.run_id, contract.spec.consumes, document, exchange.request.headers)
+        try:
+            stale = await self._p.context.check(
+                exchange.run_id, contract.spec.consumes, document, exchange.request.headers
+            )
+        except StoreUnavailable:
+            if policy.context.on_store_error == "refuse":
+                raise  # 503: a request is never passed on as checked when it was not
+            exchange.notes.append("context=unchecked")
+            return
         if stale is not None:
             judge(exchange, contract, "request", (stale,), 1, verdict="stale_context")
 
@@ -388,17 +405,19 @@ class Proxy:
         mark(exchange, headers)
         return web.Response(body=replay.body, status=replay.status, headers=headers)
 
-    async def _store_checkpoint(
-        self, exchange: Exchange, key: str, digest: str, response: web.StreamResponse, policy: PolicySpec
-    ) -> None:
+    async def _store_checkpoint(self, exchange: Exchange, lease: Lease, response: web.StreamResponse) -> None:
+        """Keep a validated answer under the lease's key. A store that fails now must not cost the caller the
+        answer the agent already gave: it is relayed, marked ``X-Checkpoint: bypass`` (not stored)."""
         body = exchange.response_body if isinstance(response, web.Response) else None
-        if body is None or not await self._p.checkpoints.complete(
-            key, digest, response.status, response.headers, body, policy.checkpoint
-        ):
-            await self._p.checkpoints.abandon(key)
+        try:
+            stored = await lease.complete(response.status, response.headers, body)
+        except StoreUnavailable:
+            exchange.checkpoint = "bypass"
+            response.headers[CHECKPOINT_HEADER] = "bypass"
             return
-        exchange.checkpoint = "stored"
-        response.headers[CHECKPOINT_HEADER] = "stored"
+        if stored:
+            exchange.checkpoint = "stored"
+            response.headers[CHECKPOINT_HEADER] = "stored"
 
     def reject(self, exchange: Exchange, error: GatewayError) -> web.Response:
         status = error.status_code()

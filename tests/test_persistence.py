@@ -78,3 +78,27 @@ async def test_store_versions_are_sequential_per_id() -> None:
         assert [(h.id, h.latest_version, h.active_version) for h in heads] == [("a", 3, None), ("b", 1, None)]
     finally:
         await store.close()
+
+
+async def test_a_store_file_from_before_claim_owners_still_serves_checkpoints(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE checkpoints (key TEXT PRIMARY KEY, request_digest TEXT NOT NULL, state TEXT NOT NULL,"
+        " expires_at REAL NOT NULL, status INTEGER, headers BLOB, body BLOB)"
+    )
+    old.execute("INSERT INTO checkpoints VALUES ('kept', 'd', 'done', ?, 200, '{}', X'7B7D')", (time.time() + 60,))
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    try:
+        kept = await store.claim_checkpoint("kept", "d", now=time.time(), ttl=30, owner="me")
+        assert kept is not None
+        assert (kept.state, kept.body, kept.owner) == ("done", b"{}", None)
+        assert await store.claim_checkpoint("new", "d", now=time.time(), ttl=30, owner="me") is None
+        assert await store.renew_checkpoint("new", "me", expires_at=time.time() + 60)
+    finally:
+        await store.close()

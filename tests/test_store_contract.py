@@ -129,6 +129,45 @@ async def test_checkpoints(store: Store) -> None:
     assert done.headers == {"Content-Type": "application/json"}
 
 
+async def test_an_in_flight_claim_is_a_lease_only_its_owner_renews_or_releases(store: Store) -> None:
+    import time
+
+    now = time.time()
+    assert await store.claim_checkpoint("k", "d", now=now, ttl=60, owner="a") is None
+    assert not await store.renew_checkpoint("k", "b", expires_at=now + 600)
+    assert await store.renew_checkpoint("k", "a", expires_at=now + 600)
+    held = await store.claim_checkpoint("k", "d", now=now + 120, ttl=60, owner="b")  # past the first lease
+    assert held is not None
+    assert (held.state, held.owner) == ("in_flight", "a")
+    assert held.expires_at == pytest.approx(now + 600)
+    await store.release_checkpoint("k", "b")  # a call whose lease lapsed must not free another's claim
+    assert await store.claim_checkpoint("k", "d", now=now + 130, ttl=60, owner="b") is not None
+    await store.release_checkpoint("k", "a")
+    assert await store.claim_checkpoint("k", "d", now=now + 140, ttl=60, owner="b") is None
+    await store.complete_checkpoint("k", "d", status=200, headers={}, body=b"{}", expires_at=now + 60)
+    assert not await store.renew_checkpoint("k", "b", expires_at=now + 900)  # a stored answer is no claim
+    done = await store.claim_checkpoint("k", "d", now=now + 1, ttl=60)
+    assert done is not None
+    assert done.state == "done"
+    assert done.expires_at == pytest.approx(now + 60)
+
+
+async def test_an_expired_claim_can_be_claimed_again(store: Store) -> None:
+    import asyncio
+    import time
+
+    assert await store.claim_checkpoint("k", "d", now=time.time(), ttl=0.05, owner="dead") is None
+    for _ in range(200):  # Redis expires by its own clock, SQLite compares with ``now``: poll both
+        if await store.claim_checkpoint("k", "d", now=time.time(), ttl=60, owner="next") is None:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the expired claim was never released")
+    held = await store.claim_checkpoint("k", "d", now=time.time(), ttl=60)
+    assert held is not None
+    assert held.owner == "next"
+
+
 async def test_two_sidecars_share_runs_and_artifacts_through_redis(
     redis_url: str, make_gateway: Any, make_upstream: Any, http: aiohttp.ClientSession
 ) -> None:

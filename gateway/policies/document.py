@@ -89,12 +89,31 @@ class Escalation:
     webhook: Webhook | None = None
 
 
+StoreErrorAction = Literal["refuse", "bypass"]
+"""What the data path does when the store fails a lookup it needs: ``refuse`` (503 + Retry-After) or ``bypass``
+(carry on without it, and say so in the answer)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     enabled: bool = True
     run_step: bool = False
     ttl_seconds: float = 24 * 3600
+    """How long a stored answer is replayed."""
     max_bytes: int = 1024 * 1024
+    lease_seconds: float = 30.0
+    """How long an in-flight claim outlives its gateway: renewed every third of it while the call runs, so a
+    gateway that dies mid-call frees the key within this many seconds (instead of answering 409 for a day)."""
+    on_store_error: StoreErrorAction = "refuse"
+    """When the claim cannot be made: ``refuse`` keeps the at-most-once promise an ``Idempotency-Key`` asks for
+    (the caller retries later); ``bypass`` calls the agent anyway, for agents whose calls are safe to repeat."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    on_store_error: StoreErrorAction = "refuse"
+    """When the run's artifact versions cannot be read: ``refuse`` never passes a request as checked when it
+    was not; ``bypass`` forwards it with ``context=unchecked`` in the verdict header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +134,7 @@ class PolicySpec:
     breaker: Breaker | None = None
     escalation: Escalation = Escalation()
     checkpoint: Checkpoint = Checkpoint()
+    context: Context = Context()
     fallback: Fallback | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -153,6 +173,7 @@ def parse_policy(doc: Mapping[str, Any]) -> PolicySpec:
         breaker=Breaker(**doc["breaker"]) if "breaker" in doc else None,
         escalation=Escalation(**escalation),
         checkpoint=Checkpoint(**doc.get("checkpoint", {})),
+        context=Context(**doc.get("context", {})),
         fallback=None if fallback is None else Fallback(
             route=fallback.get("route"), **fallback.get("response", {})
         ),

@@ -1,17 +1,58 @@
 """The store interface: everything the gateway must remember lives behind this protocol.
 
 Methods are coroutines so that a networked backend (Redis, for many sidecars) fits the same shape as the
-embedded SQLite default. The data plane never awaits the store: it reads in-memory snapshots that the
-registries rebuild after each change.
+embedded SQLite default. The data plane reads routes, contracts and policies from in-memory snapshots that the
+registries rebuild after each change; it awaits the store only for checkpoints and stale-context lookups.
+
+A store can fail (Redis restarted, a disk full). Every backend turns its driver's errors into
+:class:`gateway.errors.StoreUnavailable` (503 + Retry-After) with :func:`translate_errors`, so a failure
+that nothing handles more specifically is still a problem document, never a 500; each backend counts its
+failures per operation in ``failures`` (``agent_gateway_store_errors_total``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import functools
+import inspect
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from gateway.config import RouteSpec
+from gateway.errors import StoreUnavailable
+
+log = logging.getLogger("agent_gateway.store")
+
+C = TypeVar("C", bound=type)
+
+
+def translate_errors(*errors: type[BaseException]) -> Callable[[C], C]:
+    """Class decorator: each public coroutine method of a backend raises :class:`StoreUnavailable` (named after
+    the method) instead of any of ``errors``, logs the driver's message and counts it in ``self.failures``.
+
+    One place per backend instead of a ``try`` in every method, so no method can be forgotten."""
+
+    def wrap(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def translated(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(self, *args, **kwargs)
+            except errors as exc:
+                self.failures[name] += 1
+                log.warning("store operation %s failed: %s: %s", name, type(exc).__name__, exc)
+                raise StoreUnavailable(name) from exc
+
+        return translated
+
+    def decorate(cls: C) -> C:
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(member):
+                setattr(cls, name, wrap(name, member))
+        return cls
+
+    return decorate
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +108,8 @@ class HandoffRecord:
     response_sha256: str | None = None
     request_payload: Any = None
     response_payload: Any = None
+    checkpoint: str | None = None
+    """``stored``, ``hit``, or ``bypass`` (the store failed: this answer has no checkpoint); ``None`` if unkeyed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +172,11 @@ class EscalationItem:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointRecord:
-    """A stored handoff result keyed by idempotency key; ``state`` is ``in_flight`` until the response is in."""
+    """A stored handoff result keyed by idempotency key; ``state`` is ``in_flight`` until the response is in.
+
+    An in-flight claim is a short lease held by ``owner`` (one call in one gateway process) and renewed while the
+    call runs, so a gateway that dies mid-call frees the key once ``expires_at`` passes; a ``done`` record
+    lives for the checkpoint's full TTL."""
 
     key: str
     request_digest: str
@@ -138,6 +185,7 @@ class CheckpointRecord:
     status: int | None = None
     headers: Mapping[str, str] | None = None
     body: bytes | None = None
+    owner: str | None = None
 
 
 @runtime_checkable
@@ -148,6 +196,9 @@ class ChangeFeed(Protocol):
 
 
 class Store(Protocol):
+    failures: Counter[str]
+    """Operations that failed (driver errors turned into :class:`StoreUnavailable`), by operation name."""
+
     async def list_routes(self) -> list[RouteSpec]: ...
 
     async def put_route(self, route: RouteSpec) -> None: ...
@@ -203,9 +254,15 @@ class Store(Protocol):
     async def count_escalations(self, status: str) -> int: ...
 
     async def claim_checkpoint(
-        self, key: str, request_digest: str, *, now: float, ttl: float
+        self, key: str, request_digest: str, *, now: float, ttl: float, owner: str | None = None
     ) -> CheckpointRecord | None:
-        """Atomically claim ``key`` for a new call (returns ``None``) unless a live record exists (returned)."""
+        """Atomically claim ``key`` for ``ttl`` seconds (the lease) for a new call and return ``None``, unless
+        a live record exists: then return it and change nothing."""
+        ...
+
+    async def renew_checkpoint(self, key: str, owner: str, *, expires_at: float) -> bool:
+        """Extend ``owner``'s in-flight claim on ``key`` to ``expires_at``; ``False`` when it holds none (the
+        claim was completed, released, or expired and taken by another call)."""
         ...
 
     async def complete_checkpoint(
@@ -214,8 +271,9 @@ class Store(Protocol):
         """Store the response for ``key`` (also when nothing claimed it: a human resolution)."""
         ...
 
-    async def release_checkpoint(self, key: str) -> None:
-        """Forget an ``in_flight`` claim whose call failed, so the caller may try again."""
+    async def release_checkpoint(self, key: str, owner: str | None = None) -> None:
+        """Forget an ``in_flight`` claim whose call failed, so the caller may try again; with ``owner``, only
+        that owner's claim (a call whose lease lapsed must not free the claim of the call that took over)."""
         ...
 
     async def close(self) -> None: ...

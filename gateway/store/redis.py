@@ -19,20 +19,30 @@ Keys (all under ``prefix``, default ``agw:``)::
     failures                    ZSET   "<id>|<route>|<category>|<mode>" by time
     art:<run>:<artifact>        LIST   versions produced (expire with the audit retention)
     esc:<id> / esc:by-time / esc:status:<status>   escalation items, their order, and status sets
-    ckpt:<key>                  STRING checkpoint, expiring with its TTL (SET NX claims it atomically)
+    ckpt:<key>                  STRING checkpoint: an in-flight claim expires with its lease (SET NX claims it
+                                atomically, the owner renews it), a stored answer with the checkpoint's TTL
     changes                     pub/sub channel: "route" | "contract" | "policy" after every change
+
+When Redis is down every operation raises :class:`gateway.errors.StoreUnavailable` after a few quick
+reconnection attempts (tens of milliseconds, not redis-py's default of ten with up to a second between them:
+a data-plane call must fail fast), and the client reconnects by itself once Redis is back.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
 
 from gateway.config import RouteSpec
+from gateway.errors import StoreUnavailable
 from gateway.store.base import (
     ArtifactVersion,
     CheckpointRecord,
@@ -42,6 +52,7 @@ from gateway.store.base import (
     HandoffRecord,
     RunSummary,
     StoredDocument,
+    translate_errors,
 )
 from gateway.store.codec import (
     decode_checkpoint,
@@ -52,10 +63,26 @@ from gateway.store.codec import (
     encode_record,
 )
 
+# ARGV[1]: the owner ("" releases any in-flight claim).
 _RELEASE_IN_FLIGHT = """
 local value = redis.call('GET', KEYS[1])
-if value and string.find(value, '"state":"in_flight"', 1, true) then return redis.call('DEL', KEYS[1]) end
+if not value then return 0 end
+local record = cjson.decode(value)
+if record.state == 'in_flight' and (ARGV[1] == '' or record.owner == ARGV[1]) then
+  return redis.call('DEL', KEYS[1])
+end
 return 0
+"""
+
+# ARGV: owner, new expires_at (seconds), lease left (milliseconds). Rewrites the record so it says when it expires.
+_RENEW_IN_FLIGHT = """
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local record = cjson.decode(value)
+if record.state ~= 'in_flight' or record.owner ~= ARGV[1] then return 0 end
+record.expires_at = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[3])
+return 1
 """
 
 
@@ -64,9 +91,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@translate_errors(RedisError, OSError)
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "agw:", retention_seconds: float = 7 * 24 * 3600) -> None:
-        self._redis: aioredis.Redis = aioredis.from_url(url)
+        self.failures: Counter[str] = Counter()
+        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2)
+        self._redis: aioredis.Redis = aioredis.from_url(url, retry=retry)
         self._p = prefix
         self._retention = int(retention_seconds)
 
@@ -249,16 +279,22 @@ class RedisStore:
     # -- checkpoints -------------------------------------------------------------------------------------
 
     async def claim_checkpoint(
-        self, key: str, request_digest: str, *, now: float, ttl: float
+        self, key: str, request_digest: str, *, now: float, ttl: float, owner: str | None = None
     ) -> CheckpointRecord | None:
-        claim = encode_checkpoint(CheckpointRecord(key, request_digest, "in_flight", now + ttl))
+        claim = encode_checkpoint(CheckpointRecord(key, request_digest, "in_flight", now + ttl, owner=owner))
         for _ in range(3):  # a record can expire between the failed claim and the read: claim again
             if await self._redis.set(self._k("ckpt", key), claim, nx=True, px=max(1, int(ttl * 1000))):
                 return None
             blob = await self._redis.get(self._k("ckpt", key))
             if blob is not None:
                 return decode_checkpoint(blob)
-        raise RuntimeError(f"checkpoint {key!r} kept changing while being claimed")
+        raise StoreUnavailable("claim_checkpoint")  # the key kept changing under us: the caller may try again
+
+    async def renew_checkpoint(self, key: str, owner: str, *, expires_at: float) -> bool:
+        lease_ms = max(1, int((expires_at - time.time()) * 1000))
+        return bool(
+            await self._redis.eval(_RENEW_IN_FLIGHT, 1, self._k("ckpt", key), owner, repr(expires_at), lease_ms)
+        )
 
     async def complete_checkpoint(
         self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes,
@@ -268,8 +304,8 @@ class RedisStore:
         ttl_ms = max(1, int((expires_at - time.time()) * 1000))
         await self._redis.set(self._k("ckpt", key), encode_checkpoint(record), px=ttl_ms)
 
-    async def release_checkpoint(self, key: str) -> None:
-        await self._redis.eval(_RELEASE_IN_FLIGHT, 1, self._k("ckpt", key))
+    async def release_checkpoint(self, key: str, owner: str | None = None) -> None:
+        await self._redis.eval(_RELEASE_IN_FLIGHT, 1, self._k("ckpt", key), owner or "")
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -2,7 +2,9 @@
 
 sqlite3 calls block, so each runs in a worker thread behind one lock; the store is only touched by admin
 operations, start-up and the audit log's background flusher, never awaited per proxied request (except for
-contracts that declare stale-context tracking), so this costs nothing on the data path.
+contracts that declare stale-context tracking, and keyed requests' checkpoints), so this costs little on the
+data path. Every ``sqlite3.Error`` (locked, disk full, I/O error) surfaces as
+:class:`gateway.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ from gateway.store.base import (
     HandoffRecord,
     RunSummary,
     StoredDocument,
+    translate_errors,
 )
 from gateway.store.codec import decode_item, decode_record, encode_item, encode_record
 
@@ -58,9 +62,17 @@ CREATE TABLE IF NOT EXISTS escalations (
 CREATE INDEX IF NOT EXISTS escalations_status ON escalations (status, created_at);
 CREATE TABLE IF NOT EXISTS checkpoints (
     key TEXT PRIMARY KEY, request_digest TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL,
-    status INTEGER, headers BLOB, body BLOB
+    status INTEGER, headers BLOB, body BLOB, owner TEXT
 );
 """
+_CHECKPOINT_COLUMNS = "key, request_digest, state, expires_at, status, headers, body, owner"
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Files written before claims had owners lack the column; add it (existing claims have no owner)."""
+    columns = {row[1] for row in c.execute("PRAGMA table_info(checkpoints)")}
+    if "owner" not in columns:
+        c.execute("ALTER TABLE checkpoints ADD COLUMN owner TEXT")
 
 
 @contextmanager
@@ -75,8 +87,10 @@ def _transaction(c: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     c.execute("COMMIT")
 
 
+@translate_errors(sqlite3.Error)
 class SQLiteStore:
     def __init__(self, path: str = ":memory:") -> None:
+        self.failures: Counter[str] = Counter()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         if path != ":memory:":
@@ -84,6 +98,7 @@ class SQLiteStore:
             # WAL + NORMAL: commits survive a crash of the process; only an OS crash can lose the last ones.
             self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        _migrate(self._conn)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:
@@ -248,38 +263,45 @@ class SQLiteStore:
         return int(row[0])
 
     async def claim_checkpoint(
-        self, key: str, request_digest: str, *, now: float, ttl: float
+        self, key: str, request_digest: str, *, now: float, ttl: float, owner: str | None = None
     ) -> CheckpointRecord | None:
         def claim(c: sqlite3.Connection) -> CheckpointRecord | None:
             with _transaction(c):
-                row = c.execute(
-                    "SELECT key, request_digest, state, expires_at, status, headers, body FROM checkpoints"
-                    " WHERE key = ?",
-                    (key,),
-                ).fetchone()
+                row = c.execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE key = ?", (key,)).fetchone()
                 if row is not None and row[3] > now:
-                    return CheckpointRecord(
-                        row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5]) if row[5] else None, row[6]
-                    )
+                    headers = orjson.loads(row[5]) if row[5] else None
+                    return CheckpointRecord(row[0], row[1], row[2], row[3], row[4], headers, row[6], row[7])
                 c.execute(
-                    "INSERT OR REPLACE INTO checkpoints (key, request_digest, state, expires_at)"
-                    " VALUES (?, ?, 'in_flight', ?)",
-                    (key, request_digest, now + ttl),
+                    "INSERT OR REPLACE INTO checkpoints (key, request_digest, state, expires_at, owner)"
+                    " VALUES (?, ?, 'in_flight', ?, ?)",
+                    (key, request_digest, now + ttl, owner),
                 )
                 return None
 
         return await self._run(claim)
 
+    async def renew_checkpoint(self, key: str, owner: str, *, expires_at: float) -> bool:
+        return (
+            await self._write(
+                "UPDATE checkpoints SET expires_at = ? WHERE key = ? AND state = 'in_flight' AND owner = ?",
+                (expires_at, key, owner),
+            )
+            > 0
+        )
+
     async def complete_checkpoint(
         self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes, expires_at: float
     ) -> None:
         await self._write(
-            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, 'done', ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, 'done', ?, ?, ?, ?, NULL)",
             (key, request_digest, expires_at, status, orjson.dumps(dict(headers)), body),
         )
 
-    async def release_checkpoint(self, key: str) -> None:
-        await self._write("DELETE FROM checkpoints WHERE key = ? AND state = 'in_flight'", (key,))
+    async def release_checkpoint(self, key: str, owner: str | None = None) -> None:
+        await self._write(
+            "DELETE FROM checkpoints WHERE key = ? AND state = 'in_flight' AND (? IS NULL OR owner = ?)",
+            (key, owner, owner),
+        )
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())
