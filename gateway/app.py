@@ -25,6 +25,7 @@ from gateway.config import GatewayConfig
 from gateway.context import ContextTracker
 from gateway.contracts.document import load_document_file
 from gateway.contracts.registry import ContractRegistry
+from gateway.listener import GuardedRunner
 from gateway.metrics import Metrics
 from gateway.observe import Observer
 from gateway.policies.breaker import BreakerRegistry
@@ -129,8 +130,9 @@ def open_store(config: GatewayConfig) -> Store:
     return SQLiteStore(config.store.path)
 
 
-async def _load_state(config: GatewayConfig) -> GatewayState:
+async def _load_state(config: GatewayConfig, unwind: contextlib.AsyncExitStack) -> GatewayState:
     store = open_store(config)
+    unwind.push_async_callback(store.close)
     routes, contracts, policies = RouteRegistry(store), ContractRegistry(store), PolicyRegistry(store)
     await routes.load(config.routes)
     for registry, dirs in ((contracts, config.contract_dirs), (policies, config.policy_dirs)):
@@ -163,18 +165,10 @@ def _build_proxy(state: GatewayState, session: aiohttp.ClientSession, provider: 
     return proxy
 
 
-async def start_gateway(
-    config: GatewayConfig,
-    *,
-    insecure_admin: bool = False,
-    tracer_provider: TracerProvider | None = None,
-) -> RunningGateway:
-    state = await _load_state(config)
-    provider = tracer_provider or build_tracer_provider()
-    session = new_session(config.timeouts)
-    await state.escalations.bind(session)
-    proxy = _build_proxy(state, session, provider)
-    state.audit.start()
+async def _serve_data_plane(
+    state: GatewayState, proxy: Proxy, session: aiohttp.ClientSession, unwind: contextlib.AsyncExitStack
+) -> web.AppRunner:
+    config = state.config
     follower = (
         asyncio.create_task(follow_changes(state), name="store-changes")
         if isinstance(state.store, ChangeFeed)
@@ -194,8 +188,10 @@ async def start_gateway(
     data_app.on_cleanup.append(close_session)
     data_app.router.add_get(OUTCOME_PATH + "{id}", proxy.outcome)
     data_app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    data_runner = web.AppRunner(
+    data_runner = GuardedRunner(
         data_app,
+        head_timeout=config.timeouts.header,
+        keepalive_timeout=config.timeouts.keepalive,
         access_log=None,
         auto_decompress=False,
         max_line_size=config.limits.max_header_line_bytes,
@@ -203,17 +199,47 @@ async def start_gateway(
         max_headers=config.limits.max_headers,
     )
     await data_runner.setup()
+    unwind.push_async_callback(data_runner.cleanup)
     await web.TCPSite(data_runner, config.listen.host, config.listen.port, reuse_address=True).start()
-    admin_runner, admin_port = None, None
+    return data_runner
+
+
+async def _serve_admin(
+    state: GatewayState, insecure_admin: bool, unwind: contextlib.AsyncExitStack
+) -> tuple[web.AppRunner | None, int | None]:
+    config = state.config
     start_admin, token, host = admin_token(config, insecure_admin)
-    if start_admin:
-        if token is None:
-            log.warning("admin API WITHOUT authentication on %s (--insecure-admin): local development only", host)
-        admin_runner = web.AppRunner(build_admin_app(state, token=token), access_log=None)
-        await admin_runner.setup()
-        await web.TCPSite(admin_runner, host, config.admin.port, reuse_address=True).start()
-        admin_port = _bound_port(admin_runner)
-    else:
-        log.warning("admin API disabled: set GATEWAY_ADMIN_TOKEN, or pass --insecure-admin for local development")
+    if not start_admin:
+        log.warning("admin API disabled: set AGENT_GATEWAY_ADMIN_TOKEN, or pass --insecure-admin for local development")
+        return None, None
+    if token is None:
+        log.warning("admin API WITHOUT authentication on %s (--insecure-admin): local development only", host)
+    admin_runner = GuardedRunner(
+        build_admin_app(state, token=token), head_timeout=config.timeouts.header, access_log=None
+    )
+    await admin_runner.setup()
+    unwind.push_async_callback(admin_runner.cleanup)
+    await web.TCPSite(admin_runner, host, config.admin.port, reuse_address=True).start()
+    return admin_runner, _bound_port(admin_runner)
+
+
+async def start_gateway(
+    config: GatewayConfig,
+    *,
+    insecure_admin: bool = False,
+    tracer_provider: TracerProvider | None = None,
+) -> RunningGateway:
+    async with contextlib.AsyncExitStack() as unwind:  # a start that fails midway closes what it opened
+        state = await _load_state(config, unwind)
+        provider = tracer_provider or build_tracer_provider()
+        session = new_session(config.timeouts)
+        unwind.push_async_callback(session.close)
+        await state.escalations.bind(session)
+        proxy = _build_proxy(state, session, provider)
+        state.audit.start()
+        unwind.push_async_callback(state.audit.close)
+        data_runner = await _serve_data_plane(state, proxy, session, unwind)
+        admin_runner, admin_port = await _serve_admin(state, insecure_admin, unwind)
+        unwind.pop_all()  # started: RunningGateway.close owns all of it now
     state.ready = True
     return RunningGateway(state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port)

@@ -11,6 +11,10 @@ Hierarchy::
      ├── UpstreamPayloadTooLarge      (502)
      ├── RouteOverloaded              (503 + Retry-After)
      ├── NoRoute                      (404)
+     ├── BadRequestTarget             (400: no canonical path, or an escaped slash a route refuses)
+     ├── HeadersTooLarge              (431: the header block is over ``limits.max_header_bytes``)
+     ├── BadRequest                   (400: the HTTP parser could not read the request)
+     ├── RequestTimeout               (408: no byte of the request body for ``timeouts.client_idle``)
      ├── UpstreamError                (502)
      │    ├── UpstreamTimeout         (504)
      │    └── DeadlineExceeded        (504: the request's total budget ran out)
@@ -97,7 +101,8 @@ class ContractViolation(GatewayError):
     ) -> None:
         noun = "request" if direction == "request" else "upstream response"
         what = "builds on stale context under" if stale else "violates"
-        super().__init__(f"The {noun} {what} contract {contract!r} version {version}: {total} violation(s).")
+        count = f"more than {len(violations)}" if total > len(violations) else str(total)
+        super().__init__(f"The {noun} {what} contract {contract!r} version {version}: {count} violation(s).")
         self.stale = stale
         self.contract = contract
         self.version = version
@@ -176,6 +181,41 @@ class NoRoute(GatewayError):
 
     def __init__(self, path: str) -> None:
         super().__init__(f"No route is configured for path {path!r}.")
+
+
+class BadRequestTarget(GatewayError):
+    """A request target with no canonical form, or one a route refuses (see ``gateway/target.py``)."""
+
+    status = 400
+    kind = "bad-request-target"
+    title = "Request target refused"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    kind = "request-timeout"
+    title = "The client stopped sending its request"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    kind = "headers-too-large"
+    title = "Request header fields too large"
+
+
+class BadRequest(GatewayError):
+    """A request the HTTP parser could not read (malformed request line, headers or framing)."""
+
+    status = 400
+    kind = "bad-request"
+    title = "Malformed HTTP request"
+
+    def __init__(self, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self._status = status  # the parser's own 4xx (e.g. 413 for a body over the limit)
+
+    def status_code(self) -> int:
+        return self._status
 
 
 class UpstreamError(GatewayError):

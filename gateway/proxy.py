@@ -45,9 +45,11 @@ from gateway.config import Limits, RouteSpec, Timeouts
 from gateway.context import ContextTracker
 from gateway.contracts.registry import ContractRegistry
 from gateway.errors import (
+    BadRequestTarget,
     BreakerOpen,
     ContractViolation,
     GatewayError,
+    HeadersTooLarge,
     NoRoute,
     PayloadTooLarge,
     RouteOverloaded,
@@ -65,11 +67,13 @@ from gateway.policies.registry import PolicyRegistry
 from gateway.policies.retry import parse_retry_after
 from gateway.recovery import Recovery
 from gateway.routes import RouteRegistry
+from gateway.target import canonical_target, contract_path
 from gateway.telemetry import RUN_BAGGAGE, trace_id_of
 from gateway.transport import (
     STREAM_CHUNK,
     downstream_response_headers,
     read_limited,
+    read_request_body,
 )
 from gateway.upstream import UpstreamCall, prepare_call
 from gateway.verdicts import CHECKPOINT_HEADER, RUN_HEADER, judge, mark
@@ -139,6 +143,7 @@ class Proxy:
             return self.reject(exchange, GatewayError("The gateway failed unexpectedly; see its logs."))
 
     async def _proxy(self, exchange: Exchange) -> web.StreamResponse:
+        self._check_head(exchange.request)
         route = self._route(exchange)
         policy = self._p.policies.table.lookup(route.name, exchange.contract.id if exchange.contract else None)
         self._admit(route)
@@ -223,21 +228,30 @@ class Proxy:
             span.set_attributes({"run.id": run_id, "agent.source": source})
         return Exchange(request, span, trace_id_of(span), run_id, source)
 
+    def _check_head(self, request: web.Request) -> None:
+        """The header block within ``limits.max_header_bytes`` (the parser bounds each line, not the sum)."""
+        size = len(request.raw_path) + sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+        if size > self._limits.max_header_bytes:
+            raise HeadersTooLarge(f"The request head is {size} bytes; the limit is {self._limits.max_header_bytes}.")
+
     def _route(self, exchange: Exchange) -> RouteSpec:
         request = exchange.request
-        raw_path, _, exchange.query = request.raw_path.partition("?")
-        matched = self._p.routes.table.match(raw_path)
+        target = canonical_target(request.raw_path)
+        exchange.query = target.query
+        matched = self._p.routes.table.match(target.path)
         if matched is None:
-            raise NoRoute(request.path)
+            raise NoRoute(target.path)
         route, exchange.path = matched
+        if target.has_escaped_slash and route.escaped_slashes == "reject":
+            raise BadRequestTarget(f"Route {route.name!r} refuses an encoded '/' or '\\' inside a path segment.")
         exchange.route = route
-        exchange.contract = self._p.contracts.table.find(route.name, request.method, exchange.path)
+        exchange.contract = self._p.contracts.table.find(route.name, request.method, contract_path(exchange.path))
         span = exchange.span
         if span.is_recording():
             template = exchange.contract.spec.operation.path if exchange.contract else route.effective_prefix
             span.update_name(f"{request.method} {route.name} {template or '/'}")
             span.set_attributes(
-                {"http.request.method": request.method, "url.path": request.path,
+                {"http.request.method": request.method, "url.path": target.path,
                  "http.route": template or "/", "agent.target": route.name}
             )  # fmt: skip
             if exchange.contract is not None:
@@ -254,16 +268,15 @@ class Proxy:
     async def _read_request(self, exchange: Exchange, policy: PolicySpec, keyed: bool) -> bytes | None:
         """The whole body when a contract, a possible retry or a checkpoint needs it; ``None`` = stream it."""
         contract = exchange.contract
+        length = exchange.request.content_length
+        if length is not None and length > self._limits.max_body_bytes:
+            raise PayloadTooLarge(self._limits.max_body_bytes)
         needed = keyed or policy.retry is not None or (contract is not None and contract.buffers_request)
         if not needed or not exchange.request.body_exists:
-            length = exchange.request.content_length
-            if length is not None and length > self._limits.max_body_bytes:
-                raise PayloadTooLarge(self._limits.max_body_bytes)
             return None
-        try:
-            exchange.request_body = await exchange.request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise PayloadTooLarge(self._limits.max_body_bytes) from exc
+        exchange.request_body = await read_request_body(
+            exchange.request, self._limits.max_body_bytes, self._p.timeouts.client_idle
+        )
         return exchange.request_body
 
     async def _check_request(self, exchange: Exchange, body: bytes | None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -10,7 +11,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.config import Timeouts
-from gateway.errors import PayloadTooLarge
+from gateway.errors import PayloadTooLarge, RequestTimeout
 
 #: Connection-specific fields a proxy must not forward (RFC 9110 §7.6.1), plus the pre-standard
 #: ``Proxy-Connection`` and ``Keep-Alive`` that clients still send.
@@ -85,14 +86,32 @@ def upstream_url(base: str, path: str, query_string: str) -> URL:
     return URL(f"{base}{path}?{query_string}" if query_string else f"{base}{path}", encoded=True)
 
 
-async def stream_request_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
-    """Relay the inbound body chunk by chunk, failing once more than ``limit`` bytes have arrived."""
+async def _chunks(request: web.Request, limit: int, idle: float) -> AsyncIterator[bytes]:
+    """The inbound body chunk by chunk: more than ``limit`` bytes is :class:`PayloadTooLarge`, no byte for
+    ``idle`` seconds is :class:`RequestTimeout` (a stalled upload must not hold a connection forever)."""
     seen = 0
-    async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise RequestTimeout(f"No byte of the request body arrived for {idle:g} s.") from None
+        if not chunk:
+            return
         seen += len(chunk)
         if seen > limit:
             raise PayloadTooLarge(limit)
         yield chunk
+
+
+def stream_request_body(request: web.Request, limit: int, idle: float) -> AsyncIterator[bytes]:
+    """Relay the inbound body as it arrives (see :func:`_chunks` for the limits)."""
+    return _chunks(request, limit, idle)
+
+
+async def read_request_body(request: web.Request, limit: int, idle: float) -> bytes:
+    """The whole inbound body (see :func:`_chunks` for the limits)."""
+    return b"".join([chunk async for chunk in _chunks(request, limit, idle)])
 
 
 async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from yarl import URL
 
 from gateway.config import Limits, RouteSpec, Timeouts
-from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.errors import PayloadTooLarge, RequestTimeout, UpstreamError, UpstreamTimeout
 from gateway.exchange import Exchange
 from gateway.telemetry import inject_upstream
 from gateway.transport import stream_request_body, upstream_request_headers, upstream_url
@@ -79,7 +79,7 @@ class UpstreamCall:
             raise UpstreamError(self._route, f"Cannot connect to upstream {self._route!r}: {exc.os_error}.") from exc
         except aiohttp.ClientError as exc:
             self._fail(exc)
-            if isinstance(exc.__cause__, PayloadTooLarge):  # raised by our body stream, wrapped by aiohttp
+            if isinstance(exc.__cause__, PayloadTooLarge | RequestTimeout):  # our body stream, wrapped by aiohttp
                 raise exc.__cause__ from exc
             raise UpstreamError(self._route, f"Upstream {self._route!r} failed: {type(exc).__name__}: {exc}.") from exc
         if self._span is not None:
@@ -131,7 +131,7 @@ def prepare_call(
         headers["Accept-Encoding"] = "identity"
     data: AsyncIterator[bytes] | io.BytesIO | bytes | None = body
     if streamed and request.body_exists:
-        data = stream_request_body(request, limits.max_body_bytes)
+        data = stream_request_body(request, limits.max_body_bytes, timeouts.client_idle)
     elif body is not None and len(body) > LARGE_BODY:
         data = io.BytesIO(body)  # aiohttp writes large bytes in one go and warns; BytesIO is sent in chunks
     client_timeout = None

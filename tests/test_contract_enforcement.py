@@ -198,8 +198,9 @@ async def test_violations_are_capped_but_counted(
         problem = await resp.json(content_type=None)
     assert resp.status == 422
     assert len(problem["violations"]) == 3
-    assert problem["violation_count"] == 10
+    assert problem["violation_count"] == 4  # max_violations + 1: "more than 3"
     assert problem["violations_truncated"] is True
+    assert "more than 3 violation(s)" in problem["detail"]
 
 
 async def test_header_and_query_schemas(
