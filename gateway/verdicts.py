@@ -43,9 +43,9 @@ def judge(
     if contract.spec.action(verdict) == "pass":
         exchange.notes.append(f"{verdict.replace('_invalid', '')}_violations={total}")
         log.warning(
-            "contract %s v%d: %s passed on (%s): %d violation(s), first at %r: %s",
+            "contract %s v%d: %s passed on (%s): %d violation(s), first at %r (%s)",
             contract.id, contract.version, verdict, contract.spec.mode, total,
-            violations[0].pointer, violations[0].message,
+            violations[0].pointer, violations[0].keyword,
             extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id},
         )  # fmt: skip
         return

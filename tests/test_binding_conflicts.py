@@ -135,3 +135,19 @@ async def test_conflicting_contracts_already_in_the_store_keep_the_first_registe
     async with AdminClient(gw.admin_url, TOKEN) as admin:
         heads = {c["id"]: c["active_version"] for c in (await admin.request("GET", "/contracts"))["contracts"]}
     assert heads == {"later": 1, "earlier": None}
+
+
+async def test_policies_on_one_target_already_in_the_store_keep_the_first_registered(
+    make_gateway: Any, upstream: Upstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Policies follow the same rule as contracts: one per target; a store holding two starts with the first."""
+    path = str(tmp_path / "gateway.db")
+    store = SQLiteStore(path)
+    for policy_id in ("later", "earlier"):
+        stored = await store.add_version("policy", policy_id, {"id": policy_id, "attach": {"route": "agent"}})
+        await store.set_active("policy", policy_id, stored.version)
+    await store.close()
+    with caplog.at_level(logging.WARNING, logger="agent_gateway.policies"):
+        gw = await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}], store={"path": path}))
+    assert gw.state.policies.table.lookup("agent", None).id == "later"
+    assert any("'earlier'" in r.getMessage() and "deactivated" in r.getMessage() for r in caplog.records)

@@ -369,7 +369,7 @@ async def test_policy_documents_are_versioned_and_checked(gateway: RunningGatewa
     assert bad.value.problem["errors"][0]["pointer"] == "/retry/max_attempts"
     with pytest.raises(AdminAPIError) as taken:
         await admin.request("PUT", "/policies/p3", body=policy(id="p3"))
-    assert taken.value.status == 400
+    assert taken.value.status == 409
     assert "already has policy 'p1'" in taken.value.problem["detail"]
     await admin.request("PUT", "/policies/p4", body={"id": "p4", "attach": {"contract": "agent.tasks"}})
     assert gateway.state.policies.table.lookup("agent", "agent.tasks").id == "p4"

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.admin.client import AdminClient
+from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import RunningGateway
 from gateway.config import AuditSettings
 from gateway.jsonpointer import MISSING, REDACTED, redact, redact_patterns, resolve, tokens
@@ -201,3 +201,13 @@ async def test_dlq_items_and_webhook_hold_no_secret_and_say_what_was_redacted(
     assert item["redacted"] == expected
     assert notified["redacted"] == expected
     assert {v["pointer"] for v in item["violations"]} >= {"/secret", ""}
+    async with AdminClient(gw.admin_url, TOKEN) as admin:
+        with pytest.raises(AdminAPIError) as replay:
+            await admin.request("POST", f"/dlq/{item_id}/replay")
+        still = await admin.request("GET", f"/dlq/{item_id}")
+    refused = replay.value.problem
+    assert replay.value.status == 409
+    assert refused["type"].endswith("replay-redacted")
+    assert {"header": "Authorization"} in refused["errors"]
+    assert {"pointer": "/secret"} in refused["errors"]
+    assert still["status"] == "pending"  # nothing was resent; a person resolves it instead

@@ -26,8 +26,8 @@ async def validate_payload(request: web.Request) -> web.Response:
         contract = await state_of(request).contracts.compiled(contract_id, body.version)
     except DocumentNotFound as exc:
         raise not_found(f"Contract {contract_id!r}" + (f" version {body.version}" if body.version else "")) from exc
-    limit = state_of(request).config.limits.max_violations
-    checked, (violations, total) = dry_run(contract, body, limit)
+    limits = state_of(request).config.limits
+    checked, (violations, total) = await dry_run(contract, body, limits.max_violations, limits.offload_bytes)
     return json_response(
         ValidateResult(
             contract=contract.id, version=contract.version, direction=body.direction, valid=total == 0,
@@ -45,14 +45,22 @@ class DryRunRequest:
     query: MultiDict[str]
 
 
-def dry_run(contract: CompiledContract, body: ValidateRequest, limit: int) -> tuple[bool, Verdict]:
-    """``(checked, (violations, total))``; ``checked`` is false when no schema covers the response status."""
+async def dry_run(
+    contract: CompiledContract, body: ValidateRequest, limit: int, offload_bytes: int
+) -> tuple[bool, Verdict]:
+    """``(checked, (violations, total))``; ``checked`` is false when no schema covers the response status. A
+    large payload is checked in the validation pool, as on the data plane: the admin loop serves the probes."""
     payload = None if body.payload is None else orjson.dumps(body.payload)
     if body.direction == "request":
         view = DryRunRequest(body.content_type, CIMultiDictProxy(CIMultiDict(body.headers)), MultiDict(body.query))
-        return True, contract.check_request(view, payload, limit)[1]
-    verdict = contract.check_answer(body.status, payload or b"", body.content_type, limit)
-    return (False, NO_VIOLATIONS) if verdict is None else (True, verdict)
+        return True, (await contract.check_request_off_loop(view, payload, limit, offload_bytes))[1]
+    schema = contract.response_schema(body.status)
+    if schema is None:
+        return False, NO_VIOLATIONS
+    checked = await contract.check_response_off_loop(
+        schema, payload or b"", body.content_type, None, limit, offload_bytes
+    )
+    return True, checked[1]
 
 
 ENDPOINTS = (

@@ -16,7 +16,7 @@ from gateway.admin.models import JsonValue, _Model
 from gateway.errors import AdminError
 from gateway.policies.breaker import CircuitBreaker
 from gateway.policies.checkpoint import Checkpoints, request_digest
-from gateway.policies.escalation import EscalationClosed, EscalationNotFound, public_view
+from gateway.policies.escalation import EscalationClosed, EscalationNotFound, public_view, redacted_parts
 from gateway.state import GatewayState
 from gateway.store.base import EscalationItem
 from gateway.transport import HOP_BY_HOP, upstream_url
@@ -154,16 +154,32 @@ async def resolve_dlq(request: web.Request) -> web.Response:
     return _view(await _accept(state, item, "resolved", answer, resolution.note))
 
 
+def _refuse_redacted(item: EscalationItem) -> None:
+    """A request stored with redacted parts is not the request that failed: resending it without a credential
+    or with "[redacted]" in a field would make its answer the checkpoint of a request never sent. 409, naming
+    what is missing; the person resolves the item with a corrected answer instead."""
+    redacted = redacted_parts(item)
+    missing = [{"header": name} for name in redacted["request_headers"]]
+    missing += [{"pointer": pointer} for pointer in redacted["request"]]
+    if missing:
+        names = ", ".join(m.get("header") or f"body {m['pointer'] or '/'}" for m in missing)
+        raise AdminError(
+            409, f"The stored request was redacted ({names}) and cannot be resent; resolve the item instead.",
+            kind="replay-redacted", title="Redacted request cannot be replayed", errors=missing,
+        )  # fmt: skip
+
+
 async def replay_dlq(request: web.Request) -> web.Response:
     """Send the stored request to the upstream again; keep its answer only if the contract accepts it."""
     state = state_of(request)
     item = await _pending(state, request.match_info["id"])
+    _refuse_redacted(item)
     route = state.routes.table.get(item.route)
     session = state.escalations.session
     if route is None or session is None:
         raise conflict(f"route {item.route!r} is gone")
     headers = {k: v for k, v in item.request_headers.items()
-               if k.lower() not in HOP_BY_HOP | {"host", "content-length"} and v != "[redacted]"}  # fmt: skip
+               if k.lower() not in HOP_BY_HOP | {"host", "content-length"}}  # fmt: skip
     url = upstream_url(route.upstream, item.path, item.query)
     try:
         async with session.request(item.method, url, headers=headers, data=item.request_body) as resp:

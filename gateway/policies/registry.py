@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.contracts.document import ContractDocumentError
 from gateway.policies.document import DEFAULT_POLICY, PolicySpec, parse_policy
 from gateway.store.base import Store
-from gateway.versioning import VersionedRegistry
+from gateway.versioning import DocumentConflict, VersionedRegistry
+
+log = logging.getLogger("agent_gateway.policies")
 
 
 class PolicyTable:
@@ -24,7 +26,7 @@ class PolicyTable:
             assert key is not None
             if key in slot:
                 target = f"contract {key!r}" if policy.contract else f"route {key!r}"
-                raise ContractDocumentError(
+                raise DocumentConflict(
                     f"{target} already has policy {slot[key].id!r}; one policy per target",
                     [{"pointer": "/attach", "message": f"{target} is taken by {slot[key].id!r}"}],
                 )
@@ -47,3 +49,17 @@ class PolicyRegistry(VersionedRegistry[PolicySpec, PolicyTable]):
 
     def build(self, active: Mapping[str, tuple[PolicySpec, int]]) -> PolicyTable:
         return PolicyTable(spec for spec, _ in active.values())
+
+    async def settle(self, active: dict[str, tuple[PolicySpec, int]]) -> dict[str, tuple[PolicySpec, int]]:
+        """Two policies in force on one target (a store written by an older gateway, or by two at once) do not
+        stop the gateway: the one registered first keeps the target, each later one is deactivated and logged."""
+        holders: dict[tuple[str, str | None], str] = {}
+        for policy_id, (spec, _) in list(active.items()):
+            target = ("contract", spec.contract) if spec.contract else ("route", spec.route)
+            if target in holders:
+                log.warning("policy %r attaches to %s %r, held by %r: deactivated", policy_id, *target, holders[target])
+                await self._store.set_active(self.kind, policy_id, None)
+                del active[policy_id]
+            else:
+                holders[target] = policy_id
+        return active
