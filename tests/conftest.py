@@ -1,14 +1,18 @@
-"""Shared fixtures: real upstream agents on loopback, a real gateway, and an in-memory span exporter."""
+"""Shared fixtures and helpers: real upstream agents on loopback, a real gateway, an in-memory span exporter,
+``eventually`` (bounded polling instead of sleeps), ``free_port`` and ``scripted`` agents."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -19,10 +23,68 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway, start_gateway
 from gateway.config import GatewayConfig, deep_merge
-from gateway.telemetry import build_tracer_provider
+from gateway.observability.telemetry import build_tracer_provider
 
 TOKEN = "test-admin-token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+#: How long ``eventually`` waits before failing: a guard against hangs, never a timing assertion.
+PATIENCE = 10.0
+
+
+def _timed_out(what: str, within: float, last: object) -> AssertionError:
+    return AssertionError(f"{what or 'condition'} still not true after {within} s (last: {last!r})")
+
+
+async def eventually(
+    condition: Callable[[], T | Awaitable[T]], *, within: float = PATIENCE, every: float = 0.01,
+    ignoring: tuple[type[Exception], ...] = (), what: str = "",
+) -> T:  # fmt: skip
+    """Poll ``condition`` (sync or async) until it returns something truthy, and return that.
+
+    The event loop keeps running between polls, so the servers a test drives make progress; an exception in
+    ``ignoring`` counts as "not yet". Fails with an ``AssertionError`` naming ``what`` after ``within`` seconds.
+    """
+    deadline = time.monotonic() + within
+    last: object = None
+    while True:
+        try:
+            result = condition()
+            last = await result if inspect.isawaitable(result) else result
+        except ignoring as exc:
+            last = exc
+        if last and not isinstance(last, BaseException):
+            return last  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise _timed_out(what, within, last)
+        await asyncio.sleep(every)
+
+
+def eventually_blocking(
+    condition: Callable[[], T], *, within: float = PATIENCE, every: float = 0.05,
+    ignoring: tuple[type[Exception], ...] = (), what: str = "",
+) -> T:  # fmt: skip
+    """:func:`eventually` for synchronous tests polling another process (a CLI, ``redis-server``)."""
+    deadline = time.monotonic() + within
+    last: object = None
+    while True:
+        try:
+            last = condition()
+        except ignoring as exc:
+            last = exc
+        if last and not isinstance(last, BaseException):
+            return last  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise _timed_out(what, within, last)
+        time.sleep(every)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for an agent that is down, or a child process to bind)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -58,6 +120,20 @@ def replying(body: bytes, status: int = 200, content_type: str = "application/js
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=body, status=status, content_type=content_type)
+
+    return handler
+
+
+def scripted(*replies: tuple[int, Any], headers: dict[str, str] | None = None) -> Handler:
+    """An agent answering from a script, one reply per request: ``(status, JSON body or raw bytes)``; the last
+    reply repeats. Every answer is ``application/json`` and carries ``headers`` (default ``Retry-After: 0``)."""
+    queue = list(replies)
+    extra = {"Retry-After": "0"} if headers is None else headers
+
+    async def handler(request: web.Request) -> web.Response:
+        status, body = queue.pop(0) if len(queue) > 1 else queue[0]
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return web.Response(status=status, body=raw, content_type="application/json", headers=extra)
 
     return handler
 
@@ -161,31 +237,26 @@ def contract(**overrides: Any) -> dict[str, Any]:
     return base
 
 
+def redis_ping(port: int) -> bool:
+    """Does a Redis server answer ``PING`` on ``port``? (``OSError`` while it is not listening yet.)"""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(16).startswith(b"+PONG")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real ``redis-server`` on loopback for the shared-store tests (installed by ``.ci/run``)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server); the Redis store is untested here")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        eventually_blocking(lambda: redis_ping(port), ignoring=(OSError,), what=f"redis-server on port {port}")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()

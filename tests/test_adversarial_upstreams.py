@@ -7,7 +7,6 @@ connection), never a hang and never a gateway 500; and the gateway's in-flight g
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,7 +16,8 @@ from aiohttp import web
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
-from tests.conftest import TOKEN, Upstream, contract, gateway_config
+from gateway.outcomes import Verdict
+from tests.conftest import TOKEN, Upstream, contract, eventually, free_port, gateway_config
 
 RawBehaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -59,66 +59,66 @@ async def gateway_to(make_gateway: Any, url: str, *, contracted: bool = False, r
 async def problem_of(http: aiohttp.ClientSession, gw: RunningGateway, path: str = "/agent/tasks") -> tuple[int, str]:
     async with http.post(gw.data_url + path, json={"task": "t", "priority": 1}) as resp:
         problem = await resp.json(content_type=None)
-    assert gw.proxy.in_flight("agent") == 0
+    assert gw.proxy.admit.in_flight("agent") == 0
     return resp.status, problem["type"].rsplit("/", 1)[1]
 
 
-@pytest.mark.parametrize("contracted", [True, False])
-async def test_slow_agent_times_out_as_504(
-    make_gateway: Any, make_upstream: Any, http: aiohttp.ClientSession, contracted: bool
-) -> None:
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
-        return web.json_response({"result": "late"})
-
-    upstream: Upstream = await make_upstream(slow)
-    gw = await gateway_to(make_gateway, upstream.url, contracted=contracted, read=0.2)
-    assert await problem_of(http, gw) == (504, "upstream-timeout")
+async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(5)
+    writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 18\r\n\r\n{"result": "late"}')
 
 
-async def test_hung_agent_that_never_answers_is_504(
-    make_gateway: Any, raw_upstream: Any, http: aiohttp.ClientSession
-) -> None:
-    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(10)
-
-    gw = await gateway_to(make_gateway, await raw_upstream(hang), read=0.2)
-    assert await problem_of(http, gw) == (504, "upstream-timeout")
+async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(10)
 
 
-async def test_agent_stalling_mid_body_is_504_on_contracted_operation(
-    make_gateway: Any, raw_upstream: Any, http: aiohttp.ClientSession
-) -> None:
-    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"res')
-        await writer.drain()
-        await asyncio.sleep(10)
-
-    gw = await gateway_to(make_gateway, await raw_upstream(stall), contracted=True, read=0.2)
-    assert await problem_of(http, gw) == (504, "upstream-timeout")
+async def stall_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"res')
+    await writer.drain()
+    await asyncio.sleep(10)
 
 
-@pytest.mark.parametrize("contracted", [True, False])
-async def test_agent_crashing_before_answering_is_502(
-    make_gateway: Any, raw_upstream: Any, http: aiohttp.ClientSession, contracted: bool
-) -> None:
-    async def crash(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.transport.abort()
-
-    gw = await gateway_to(make_gateway, await raw_upstream(crash), contracted=contracted)
-    assert await problem_of(http, gw) == (502, "upstream-error")
+async def crash(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.transport.abort()
 
 
-async def test_truncated_response_on_contracted_operation_is_502(
-    make_gateway: Any, raw_upstream: Any, http: aiohttp.ClientSession
-) -> None:
-    async def truncate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"result"')
-        await writer.drain()
-        writer.close()
+async def truncate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"result"')
+    await writer.drain()
+    writer.close()
 
-    gw = await gateway_to(make_gateway, await raw_upstream(truncate), contracted=True)
-    assert await problem_of(http, gw) == (502, "upstream-error")
+
+async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"SSH-2.0-OpenSSH_9.0\r\n\x00\x01\x02 not http at all\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+TIMEOUT = (504, Verdict.UPSTREAM_TIMEOUT)
+ERROR = (502, Verdict.UPSTREAM_ERROR)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "contracted", "expected"),
+    [
+        pytest.param(slow, True, TIMEOUT, id="slow-contracted"),
+        pytest.param(slow, False, TIMEOUT, id="slow-uncontracted"),
+        pytest.param(hang, False, TIMEOUT, id="hung-never-answers"),
+        pytest.param(stall_mid_body, True, TIMEOUT, id="stalls-mid-body-contracted"),
+        pytest.param(crash, True, ERROR, id="crashes-before-answering-contracted"),
+        pytest.param(crash, False, ERROR, id="crashes-before-answering-uncontracted"),
+        pytest.param(truncate, True, ERROR, id="truncated-body-contracted"),
+        pytest.param(garbage, True, ERROR, id="speaks-garbage-not-http"),
+    ],
+)
+async def test_a_misbehaving_agent_becomes_a_problem_document(
+    make_gateway: Any, raw_upstream: Any, http: aiohttp.ClientSession, behaviour: RawBehaviour, contracted: bool,
+    expected: tuple[int, Verdict],
+) -> None:  # fmt: skip
+    """The status and the problem type (``…/problems/<verdict>``) for each way an agent can fail the transport."""
+    read = 0.2 if expected == TIMEOUT else 0.5
+    gw = await gateway_to(make_gateway, await raw_upstream(behaviour), contracted=contracted, read=read)
+    assert await problem_of(http, gw) == expected
 
 
 async def test_truncated_streamed_response_cuts_the_callers_connection(
@@ -134,27 +134,11 @@ async def test_truncated_streamed_response_cuts_the_callers_connection(
         assert resp.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()  # the caller can tell: fewer bytes than Content-Length, then EOF
-    await asyncio.sleep(0.05)
-    assert gw.proxy.in_flight("agent") == 0
-
-
-async def test_agent_speaking_garbage_instead_of_http_is_502(
-    make_gateway: Any, raw_upstream: Any, http: aiohttp.ClientSession
-) -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"SSH-2.0-OpenSSH_9.0\r\n\x00\x01\x02 not http at all\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    gw = await gateway_to(make_gateway, await raw_upstream(garbage), contracted=True)
-    assert await problem_of(http, gw) == (502, "upstream-error")
+    await eventually(lambda: gw.proxy.admit.in_flight("agent") == 0, what="the cut stream is no longer in flight")
 
 
 async def test_agent_down_is_502_with_connect_detail(make_gateway: Any, http: aiohttp.ClientSession) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    gw = await gateway_to(make_gateway, f"http://127.0.0.1:{port}", contracted=True)
+    gw = await gateway_to(make_gateway, f"http://127.0.0.1:{free_port()}", contracted=True)
     async with http.post(gw.data_url + "/agent/tasks", json={"task": "t", "priority": 1}) as resp:
         problem = await resp.json(content_type=None)
     assert resp.status == 502

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from gateway.policies.breaker import TRANSITIONS, BreakerRegistry, CircuitBreaker, State
+from gateway.policies.breaker import COMMANDS, TRANSITIONS, BreakerRegistry, CircuitBreaker, State
 from gateway.policies.document import Breaker
 
 
@@ -121,17 +123,96 @@ def test_time_window_forgets_old_outcomes() -> None:
 
 
 def test_manual_states() -> None:
-    b = breaker(Clock())
-    b.force_open()
+    clock = Clock()
+    b = breaker(clock)
+    b.command("force-open")
     assert b.state is State.FORCED_OPEN
     assert not b.try_acquire()
-    b.force_close()
+    clock.now += 60
+    assert not b.try_acquire()  # only a command leaves a forced state: no half_open after the wait
+    b.command("force-close")
     for _ in range(10):
         assert call(b, failed=True)
-    assert b.state is State.DISABLED  # records nothing, never trips
-    b.reset()
+    assert b.state is State.FORCED_CLOSED  # records nothing, never trips
+    assert b.snapshot()["calls_in_window"] == 0
+    b.command("reset")
     assert b.state is State.CLOSED
     assert b.snapshot()["calls_in_window"] == 0
+
+
+def test_unknown_command_is_refused_and_changes_nothing() -> None:
+    b = breaker(Clock())
+    with pytest.raises(KeyError):
+        b.command("disable")
+    assert b.state is State.CLOSED
+    assert b.transitions == []
+
+
+def test_commands_are_named_after_the_states_they_reach() -> None:
+    """``force-open`` → ``forced_open``, ``force-close`` → ``forced_closed``: one vocabulary for operators."""
+    assert {name: state.value for name, state in COMMANDS.items()} == {
+        "force-open": "forced_open", "force-close": "forced_closed", "reset": "closed",
+    }  # fmt: skip
+
+
+def _in(clock: Clock, state: State) -> CircuitBreaker:
+    """A breaker (``consecutive_failures=1``, ``half_open_calls=2``, wait 10 s) driven into ``state``."""
+    b = breaker(clock, consecutive_failures=1)
+    if state in (State.OPEN, State.HALF_OPEN):
+        call(b, failed=True)
+    if state is State.HALF_OPEN:
+        clock.now += 10
+        assert b.try_acquire()
+        b.release()
+    for name, target in COMMANDS.items():
+        if target is state and state is not State.CLOSED:
+            b.command(name)
+    assert b.state is state
+    return b
+
+
+def _fail(b: CircuitBreaker, clock: Clock) -> None:
+    call(b, failed=True)
+
+
+def _succeed_probes(b: CircuitBreaker, clock: Clock) -> None:
+    for _ in range(2):
+        call(b, failed=False)
+
+
+def _fail_probes(b: CircuitBreaker, clock: Clock) -> None:
+    for failed in (True, False):
+        call(b, failed=failed)
+
+
+def _wait(b: CircuitBreaker, clock: Clock) -> None:
+    clock.now += 10
+    b.try_acquire()
+
+
+def _command(name: str) -> Callable[[CircuitBreaker, Clock], None]:
+    return lambda b, clock: b.command(name)
+
+
+#: The module docstring's transition table, row by row: (from, event, to).
+TABLE: list[tuple[State, str, Callable[[CircuitBreaker, Clock], None], State]] = [
+    (State.CLOSED, "failures reach the threshold", _fail, State.OPEN),
+    (State.OPEN, "wait_in_open_seconds elapsed, next call", _wait, State.HALF_OPEN),
+    (State.HALF_OPEN, "probes finish below the threshold", _succeed_probes, State.CLOSED),
+    (State.HALF_OPEN, "probes finish at or above the threshold", _fail_probes, State.OPEN),
+    (State.FORCED_OPEN, "wait_in_open_seconds elapsed, next call", _wait, State.FORCED_OPEN),
+    (State.FORCED_CLOSED, "failures reach the threshold", _fail, State.FORCED_CLOSED),
+    *[(s, f"command {n}", _command(n), t) for s in State for n, t in COMMANDS.items()],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("start", "event", "act", "end"), TABLE, ids=[f"{s.value}-{e}" for s, e, _, _ in TABLE])
+def test_transition_table(start: State, event: str, act: Callable[[CircuitBreaker, Clock], None], end: State) -> None:
+    clock = Clock()
+    b = _in(clock, start)
+    act(b, clock)
+    assert b.state is end
+    assert b.snapshot()["state"] == end.value
 
 
 def test_registry_replaces_breaker_when_policy_changes() -> None:
@@ -179,16 +260,5 @@ TestBreakerMachine.settings = settings(max_examples=60, stateful_step_count=40, 
 
 @pytest.mark.parametrize("state", list(State))
 def test_every_state_is_reachable_and_reported(state: State) -> None:
-    clock = Clock()
-    b = breaker(clock, consecutive_failures=1)
-    if state in (State.OPEN, State.HALF_OPEN):
-        call(b, failed=True)
-    if state is State.HALF_OPEN:
-        clock.now += 10
-        b.try_acquire()
-    if state is State.FORCED_OPEN:
-        b.force_open()
-    if state is State.DISABLED:
-        b.force_close()
-    assert b.state is state
+    b = _in(Clock(), state)
     assert b.snapshot()["state"] == state.value

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TOKEN, contract
+from tests.conftest import TOKEN, contract, eventually_blocking, free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_demo_prints_a_report_and_exits_0() -> None:
@@ -37,7 +29,8 @@ def test_demo_prints_a_report_and_exits_0() -> None:
     assert "[agent never called]" in out
     assert "invalid payloads passed on as valid in enforce mode: 0" in out
     assert "3  planner → writer           200   valid             attempts=2 checkpoint stored" in out
-    assert "503   breaker-open" in out
+    assert "502   upstream_error" in out  # verdicts (gateway.outcomes.Verdict), never problem types
+    assert "503   breaker_open" in out
     assert "agents called on the re-run: 0" in out
 
 
@@ -53,16 +46,14 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "AGENT_GATEWAY_ADMIN_URL": f"http://127.0.0.1:{admin_port}",
     }
     process = subprocess.Popen([*CLI, "serve", "--port", str(data_port)], env=env, stderr=subprocess.PIPE)
+
+    def ready() -> bool:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1):
+            return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1):
-                    break
-            except OSError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        eventually_blocking(ready, within=30, ignoring=(OSError,), what="the served gateway is ready")
         yield f"http://127.0.0.1:{data_port}", env
     finally:
         process.terminate()

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from gateway.admin.client import AdminClient
-from tests.conftest import TOKEN, Upstream, contract, gateway_config
+from tests.conftest import TOKEN, Upstream, contract, eventually_blocking, free_port, gateway_config, redis_ping
 
 
 class RedisServer:
@@ -27,9 +25,7 @@ class RedisServer:
 
     def __init__(self, binary: str) -> None:
         self._binary = binary
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,17 +37,7 @@ class RedisServer:
             [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        eventually_blocking(lambda: redis_ping(self.port), ignoring=(OSError,), what="redis-server started")
 
     def kill(self) -> None:
         if self.process is not None:

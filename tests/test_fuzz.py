@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
-from tests.conftest import TOKEN, Upstream, contract
+from tests.conftest import Upstream, contract, eventually
 
 SCHEMA = contract()["request"]["body"]
 RESPONSE = contract()["responses"]["200"]
@@ -44,11 +44,11 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @FUZZ
 @given(body=raw_bodies, content_type=st.sampled_from(["application/json", "text/plain", "application/x+json"]))
 async def test_requests_never_500_and_only_valid_ones_reach_the_agent(
-    gateway: RunningGateway, upstream: Upstream, http: aiohttp.ClientSession, body: bytes, content_type: str
-) -> None:
+    gateway: RunningGateway, upstream: Upstream, admin: AdminClient, http: aiohttp.ClientSession, body: bytes,
+    content_type: str,
+) -> None:  # fmt: skip
     if gateway.state.contracts.table.get("agent.tasks") is None:
-        async with AdminClient(gateway.admin_url, TOKEN) as admin:
-            await admin.request("PUT", "/contracts/agent.tasks", body=contract(responses={}))
+        await admin.request("PUT", "/contracts/agent.tasks", body=contract(responses={}))
     hits = len(upstream.seen)
     async with http.post(f"{gateway.data_url}/agent/tasks", data=body, headers={"Content-Type": content_type}) as r:
         await r.read()
@@ -65,13 +65,12 @@ async def test_requests_never_500_and_only_valid_ones_reach_the_agent(
 @FUZZ
 @given(answer=st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64)))
 async def test_agent_answers_are_never_passed_on_unless_valid(
-    gateway: RunningGateway, upstream: Upstream, http: aiohttp.ClientSession, answer: bytes
+    gateway: RunningGateway, upstream: Upstream, admin: AdminClient, http: aiohttp.ClientSession, answer: bytes
 ) -> None:
     from tests.conftest import replying
 
     if gateway.state.contracts.table.get("agent.tasks") is None:
-        async with AdminClient(gateway.admin_url, TOKEN) as admin:
-            await admin.request("PUT", "/contracts/agent.tasks", body=contract(request={}))
+        await admin.request("PUT", "/contracts/agent.tasks", body=contract(request={}))
     upstream.handler = replying(answer)
     async with http.post(f"{gateway.data_url}/agent/tasks", json={}) as resp:
         got = await resp.read()
@@ -103,6 +102,9 @@ async def test_nothing_leaks_after_a_burst_of_mixed_traffic(
     statuses = await asyncio.gather(*(one(n) for n in range(60)))
     assert sorted(set(statuses)) == [200, 422]
     assert statuses.count(200) == len(upstream.seen) == 40
-    await asyncio.sleep(0.05)
-    assert gateway.proxy.in_flight("agent") == 0
+    await eventually(
+        lambda: gateway.proxy.admit.in_flight("agent") == 0 and len(_work_tasks()) <= baseline_tasks,
+        what="back to baseline",
+    )
+    assert gateway.proxy.admit.in_flight("agent") == 0
     assert len(_work_tasks()) <= baseline_tasks  # idle keep-alive connections aside, nothing is left running

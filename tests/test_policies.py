@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from opentelemetry.trace import SpanKind
 
 from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import RunningGateway, start_gateway
+from gateway.outcomes import Verdict
 from gateway.policies.escalation import verify
-from tests.conftest import TOKEN, Upstream, contract, gateway_config
+from tests.conftest import TOKEN, Upstream, contract, eventually, free_port, gateway_config, scripted
 
 FAST_RETRY = {"max_attempts": 3, "initial_backoff": 0.001, "max_backoff": 0.002}
 VALID = {"result": "ok"}
@@ -27,18 +29,6 @@ VALID = {"result": "ok"}
 
 def policy(**overrides: Any) -> dict[str, Any]:
     return {"id": "agent-policy", "attach": {"route": "agent"}, **overrides}
-
-
-def scripted(*replies: tuple[int, Any]) -> Any:
-    """An agent answering from a script (status, JSON body or raw bytes); the last reply repeats."""
-    queue = list(replies)
-
-    async def handler(request: web.Request) -> web.Response:
-        status, body = queue.pop(0) if len(queue) > 1 else queue[0]
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return web.Response(status=status, body=raw, content_type="application/json", headers={"Retry-After": "0"})
-
-    return handler
 
 
 async def setup(gateway: RunningGateway, docs: dict[str, Any], pol: dict[str, Any] | None) -> None:
@@ -60,8 +50,9 @@ async def post(
 
 
 async def test_retry_turns_a_malformed_answer_into_a_valid_one(
-    gateway: RunningGateway, upstream: Upstream, http: aiohttp.ClientSession, spans: InMemorySpanExporter
-) -> None:
+    gateway: RunningGateway, upstream: Upstream, admin: AdminClient, http: aiohttp.ClientSession,
+    spans: InMemorySpanExporter,
+) -> None:  # fmt: skip
     upstream.handler = scripted((200, b'{"result": '), (200, VALID))
     await setup(gateway, {"failure_modes": {"response_invalid": "retry"}}, policy(retry=FAST_RETRY))
     resp = await post(http, gateway, **{"Idempotency-Key": "k1", "X-Run-Id": "retry-run"})
@@ -72,8 +63,7 @@ async def test_retry_turns_a_malformed_answer_into_a_valid_one(
         (s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT), key=lambda s: s.start_time or 0
     )
     assert [s.attributes["retry.attempt"] for s in clients if s.attributes] == [1, 2]
-    async with AdminClient(gateway.admin_url, TOKEN) as admin:
-        run = await admin.request("GET", "/runs/retry-run")
+    run = await admin.request("GET", "/runs/retry-run")
     assert [(h["attempt"], h["verdict"]) for h in run["handoffs"]] == [(1, "response_invalid"), (2, "valid")]
     assert run["handoffs"][0]["violations"][0]["keyword"] == "json"
     async with http.get(f"{gateway.admin_url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as m:
@@ -117,16 +107,10 @@ async def test_retry_budget_stops_a_retry_storm(
 # -- circuit breaker -------------------------------------------------------------------------------------
 
 
-def dead_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_breaker_opens_on_a_dead_agent_fails_fast_and_is_manageable(
     make_gateway: Any, http: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(gateway_config([{"name": "agent", "upstream": f"http://127.0.0.1:{dead_port()}"}]))
+    gw = await make_gateway(gateway_config([{"name": "agent", "upstream": f"http://127.0.0.1:{free_port()}"}]))
     breaker = {"consecutive_failures": 2, "wait_in_open_seconds": 60, "minimum_calls": 100}
     await setup(gw, {}, policy(breaker=breaker))
     statuses = [(await post(http, gw)).status for _ in range(2)]
@@ -134,12 +118,12 @@ async def test_breaker_opens_on_a_dead_agent_fails_fast_and_is_manageable(
     problem = await resp.json(content_type=None)
     assert statuses == [502, 502]
     assert resp.status == 503
-    assert problem["type"].endswith("/breaker-open")
+    assert problem["type"].endswith(f"/{Verdict.BREAKER_OPEN}")
     assert problem["breaker"] == "route:agent"
     assert resp.headers["Retry-After"] == "60"
     async with AdminClient(gw.admin_url, TOKEN) as admin:
         assert (await admin.request("GET", "/breakers"))["breakers"][0]["state"] == "open"
-        assert (await admin.request("POST", "/breakers/route:agent/force-close"))["state"] == "disabled"
+        assert (await admin.request("POST", "/breakers/route:agent/force-close"))["state"] == "forced_closed"
         assert (await post(http, gw)).status == 502  # calls go through again (and fail: the agent is dead)
         assert (await admin.request("POST", "/breakers/route:agent/reset"))["state"] == "closed"
         await admin.request("POST", "/breakers/route:agent/force-open")
@@ -221,62 +205,98 @@ async def webhook(aiohttp_server: Any) -> tuple[str, list[tuple[bytes, str]]]:
     return str(server.make_url("/hook")), received
 
 
-async def test_escalation_webhook_correction_and_resume_from_checkpoint(
+@dataclass
+class Escalated:
+    """A handoff escalated with a webhook configured: the agent answered ``{"result": 7}``, breaking the contract."""
+
+    gw: RunningGateway
+    upstream: Upstream
+    admin: AdminClient
+    accepted: dict[str, Any]
+    deliveries: list[tuple[bytes, str]]
+
+    @property
+    def item_id(self) -> str:
+        return str(self.accepted["escalation_id"])
+
+
+STEP = {"Idempotency-Key": "step-3", "X-Run-Id": "esc-run"}
+
+
+@pytest.fixture
+async def escalated(
     make_gateway: Any, upstream: Upstream, http: aiohttp.ClientSession,
     webhook: tuple[str, list[tuple[bytes, str]]], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> AsyncIterator[Escalated]:  # fmt: skip
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
     gw = await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}]))
     gw.state.escalations._sleep = lambda _: asyncio.sleep(0)  # webhook backoff without waiting
     upstream.handler = scripted((200, {"result": 7}))
     pol = policy(escalation={"respond_status": 202, "webhook": {"url": webhook[0], "secret_env": "HOOK_SECRET"}})
     await setup(gw, {"failure_modes": {"response_invalid": "escalate"}}, pol)
-    key = {"Idempotency-Key": "step-3", "X-Run-Id": "esc-run"}
-    resp = await post(http, gw, **key)
-    accepted = await resp.json()
+    resp = await post(http, gw, **STEP)
     assert resp.status == 202
-    assert accepted["status"] == "pending"
-    item_id = accepted["escalation_id"]
-
-    async with http.get(gw.data_url + accepted["outcome_url"]) as outcome:
-        assert outcome.status == 202
     async with AdminClient(gw.admin_url, TOKEN) as admin:
-        item = await admin.request("GET", f"/dlq/{item_id}")
-        assert item["reason"] == "response_invalid"
-        assert item["contract"] == "agent.tasks"
-        assert item["upstream"] == {"json": {"result": 7}}
-        assert item["violations"][0]["pointer"] == "/result"
-        assert item["run_id"] == "esc-run"
-        assert item["attempts"] == 1
-        with pytest.raises(AdminAPIError) as refused:
-            await admin.request("POST", f"/dlq/{item_id}/resolve", body={"body": {"result": 8}})
-        assert refused.value.status == 422
-        assert refused.value.problem["errors"][0]["pointer"] == "/result"
-        assert (await admin.request("GET", f"/dlq/{item_id}"))["status"] == "pending"
-        resolved = await admin.request("POST", f"/dlq/{item_id}/resolve", body={"body": {"result": "fixed by ann"}})
-        assert resolved["status"] == "resolved"
-        with pytest.raises(AdminAPIError) as again:
-            await admin.request("POST", f"/dlq/{item_id}/discard", body={})
-        assert again.value.status == 409
+        yield Escalated(gw, upstream, admin, await resp.json(), webhook[1])
 
-    async with http.get(gw.data_url + accepted["outcome_url"]) as outcome:
+
+async def test_escalation_answers_202_with_a_pending_outcome(escalated: Escalated, http: aiohttp.ClientSession) -> None:
+    assert escalated.accepted["status"] == "pending"
+    async with http.get(escalated.gw.data_url + escalated.accepted["outcome_url"]) as outcome:
+        assert outcome.status == 202
+
+
+async def test_escalated_item_holds_what_a_person_needs_to_judge_it(escalated: Escalated) -> None:
+    item = await escalated.admin.request("GET", f"/dlq/{escalated.item_id}")
+    assert item["reason"] == "response_invalid"
+    assert item["contract"] == "agent.tasks"
+    assert item["upstream"] == {"json": {"result": 7}}
+    assert item["violations"][0]["pointer"] == "/result"
+    assert item["run_id"] == "esc-run"
+    assert item["attempts"] == 1
+
+
+async def test_a_correction_breaking_the_contract_is_refused_and_the_item_stays_pending(escalated: Escalated) -> None:
+    admin = escalated.admin
+    with pytest.raises(AdminAPIError) as refused:
+        await admin.request("POST", f"/dlq/{escalated.item_id}/resolve", body={"body": {"result": 8}})
+    assert refused.value.status == 422
+    assert refused.value.problem["errors"][0]["pointer"] == "/result"
+    assert (await admin.request("GET", f"/dlq/{escalated.item_id}"))["status"] == "pending"
+
+
+async def test_a_resolved_item_answers_its_outcome_and_is_closed(
+    escalated: Escalated, http: aiohttp.ClientSession
+) -> None:
+    admin = escalated.admin
+    resolved = await admin.request("POST", f"/dlq/{escalated.item_id}/resolve", body={"body": {"result": "fixed"}})
+    assert resolved["status"] == "resolved"
+    with pytest.raises(AdminAPIError) as again:
+        await admin.request("POST", f"/dlq/{escalated.item_id}/discard", body={})
+    assert again.value.status == 409
+    async with http.get(escalated.gw.data_url + escalated.accepted["outcome_url"]) as outcome:
         assert outcome.status == 200
-        assert await outcome.json() == {"result": "fixed by ann"}
-    resumed = await post(http, gw, **key)  # the pipeline re-runs the step
+        assert await outcome.json() == {"result": "fixed"}
+
+
+async def test_the_rerun_step_resumes_from_the_correction_without_calling_the_agent(
+    escalated: Escalated, http: aiohttp.ClientSession
+) -> None:
+    await escalated.admin.request("POST", f"/dlq/{escalated.item_id}/resolve", body={"body": {"result": "fixed"}})
+    resumed = await post(http, escalated.gw, **STEP)  # the pipeline re-runs the step
     assert resumed.status == 200
     assert resumed.headers["X-Checkpoint"] == "hit"
-    assert await resumed.json() == {"result": "fixed by ann"}
-    assert len(upstream.seen) == 1  # the agent was not called again
+    assert await resumed.json() == {"result": "fixed"}
+    assert len(escalated.upstream.seen) == 1  # the agent was not called again
 
-    for _ in range(100):
-        if len(webhook[1]) == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert len(webhook[1]) == 2  # retried after the first delivery failed
-    body, signature = webhook[1][1]
+
+async def test_the_escalation_webhook_is_signed_and_retried(escalated: Escalated) -> None:
+    await eventually(lambda: len(escalated.deliveries) == 2, what="the webhook's second delivery")
+    assert len(escalated.deliveries) == 2  # retried after the first delivery failed
+    body, signature = escalated.deliveries[1]
     assert verify(b"s3cret", signature, body)
     assert not verify(b"wrong", signature, body)
-    assert json.loads(body)["escalation"]["id"] == item_id
+    assert json.loads(body)["escalation"]["id"] == escalated.item_id
 
 
 async def test_escalation_503_replay_and_durability_across_restart(
@@ -338,10 +358,7 @@ async def test_checkpoint_replay_after_a_crash_and_idempotency_conflicts(
         assert reused.status == 422
         assert (await reused.json(content_type=None))["type"].endswith("/idempotency-key-reused")
         slow = asyncio.create_task(post(http, gw, {"slow": True}, **{"Idempotency-Key": "b"}))
-        for _ in range(500):  # until the slow request has reached the agent
-            if len(upstream.seen) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(upstream.seen) == 2, what="the slow request reached the agent")
         duplicate = await post(http, gw, {"slow": True}, **{"Idempotency-Key": "b"})
         assert duplicate.status == 409
         release.set()
@@ -394,7 +411,7 @@ async def test_an_escalated_answer_is_never_kept_as_a_checkpoint(
 
 
 async def test_stale_context_can_be_escalated_instead_of_refused(
-    gateway: RunningGateway, upstream: Upstream, http: aiohttp.ClientSession
+    gateway: RunningGateway, upstream: Upstream, admin: AdminClient, http: aiohttp.ClientSession
 ) -> None:
     upstream.handler = scripted((200, {"version": 2}))
     producer = contract(id="agent.draft", operation={"method": "POST", "path": "/draft"}, request={},
@@ -403,15 +420,14 @@ async def test_stale_context_can_be_escalated_instead_of_refused(
     consumer = contract(request={"body": {"type": "object"}}, responses={},
                         context={"consumes": {"artifact": "draft", "version": "/version"}},
                         failure_modes={"stale_context": "escalate"})  # fmt: skip
-    async with AdminClient(gateway.admin_url, TOKEN) as admin:
-        await admin.request("POST", "/contracts", body={"contracts": [producer, consumer]})
-        await admin.request("PUT", "/policies/p", body=policy(id="p", escalation={"respond_status": 202}))
-        async with http.post(f"{gateway.data_url}/agent/draft", json={}, headers={"X-Run-Id": "r"}) as resp:
-            assert resp.status == 200
-        async with http.post(f"{gateway.data_url}/agent/tasks", json={"version": 1}, headers={"X-Run-Id": "r"}) as resp:
-            accepted = await resp.json()
-        assert resp.status == 202
-        item = await admin.request("GET", f"/dlq/{accepted['escalation_id']}")
+    await admin.request("POST", "/contracts", body={"contracts": [producer, consumer]})
+    await admin.request("PUT", "/policies/p", body=policy(id="p", escalation={"respond_status": 202}))
+    async with http.post(f"{gateway.data_url}/agent/draft", json={}, headers={"X-Run-Id": "r"}) as resp:
+        assert resp.status == 200
+    async with http.post(f"{gateway.data_url}/agent/tasks", json={"version": 1}, headers={"X-Run-Id": "r"}) as resp:
+        accepted = await resp.json()
+    assert resp.status == 202
+    item = await admin.request("GET", f"/dlq/{accepted['escalation_id']}")
     assert item["reason"] == "stale_context"
     assert item["violations"][0]["keyword"] == "staleContext"
     assert item["attempts"] == 0

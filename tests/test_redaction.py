@@ -7,7 +7,6 @@ violation messages, which quote the instance they are about (at the field, or at
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -21,7 +20,7 @@ from gateway.app import RunningGateway
 from gateway.config import AuditSettings
 from gateway.jsonpointer import MISSING, REDACTED, redact, redact_patterns, resolve, tokens
 from gateway.redaction import redactor_for
-from tests.conftest import TOKEN, Upstream, contract, gateway_config
+from tests.conftest import TOKEN, Upstream, contract, eventually, gateway_config
 
 REDACT = ["/secret", "/users/*/password"]
 SECRETS = ("sk-REQ-1", "pw-REQ-2", "pw-REQ-3", "key-HDR-4", "tok-HDR-5", "sk-UP-6")
@@ -183,10 +182,7 @@ async def test_dlq_items_and_webhook_hold_no_secret_and_say_what_was_redacted(
             item_id = (await resp.json())["escalation_id"]
         item = await admin.request("GET", f"/dlq/{item_id}")
         listed = await admin.request("GET", "/dlq")
-    for _ in range(200):
-        if webhook[1]:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: webhook[1], what="the webhook delivered")
     notified = json.loads(webhook[1][0])["escalation"]
     for shown in (item, listed, notified):
         assert leaked(shown) == []

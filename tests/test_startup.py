@@ -12,26 +12,20 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.app import RunningGateway
-from tests.conftest import TOKEN, Handler, Upstream, contract, replying
+from tests.conftest import TOKEN, Handler, Upstream, contract, eventually_blocking, free_port, replying
 from tests.test_config import KUBERNETES_ENV
 
 CLI = [sys.executable, "-m", "gateway.cli"]
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_GATEWAY_", "GATEWAY_"))}
 HTML = b"<!DOCTYPE html><html><body><h1>Directory listing</h1></body></html>"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -85,19 +79,18 @@ def test_serve_starts_in_a_pod_with_kubernetes_service_links(tmp_path: Path) -> 
         "AGENT_GATEWAY_STORE__PATH": str(tmp_path / "gw.db"),
     }
     process = subprocess.Popen([*CLI, "serve", "--port", str(data_port)], env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30  # a hang guard: start-up either answers or the process has exited
-        while True:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/routes")
-                request.add_header("Authorization", f"Bearer {TOKEN}")
-                with urllib.request.urlopen(request, timeout=1) as answer:
-                    assert json.load(answer) == {"routes": []}
-                break
-            except OSError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+
+    def routes() -> Any:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/routes")
+        request.add_header("Authorization", f"Bearer {TOKEN}")
+        with urllib.request.urlopen(request, timeout=1) as answer:
+            return json.load(answer)
+
+    try:  # start-up either answers or the process has exited
+        assert eventually_blocking(routes, within=30, ignoring=(OSError,), what="the admin API answers") == {
+            "routes": []
+        }
     finally:
         process.terminate()
         _, errors = process.communicate(timeout=10)

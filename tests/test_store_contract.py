@@ -14,7 +14,7 @@ from gateway.admin.client import AdminClient
 from gateway.config import RouteSpec
 from gateway.store.base import ArtifactVersion, EscalationItem, HandoffRecord, Store
 from gateway.store.sqlite import SQLiteStore
-from tests.conftest import TOKEN, Upstream, contract, gateway_config
+from tests.conftest import TOKEN, Upstream, contract, eventually, gateway_config, scripted
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -35,7 +35,7 @@ def handoff(n: int, run: str = "r", category: str | None = None) -> HandoffRecor
         id=f"h{n}", run_id=run, step="s", attempt=1, source="a", target="b", method="POST", path="/",
         status=200 if category is None else 502, verdict="valid" if category is None else "response_invalid",
         trace_id="t", started_at=1000.0 + n, duration_ms=1.0, category=category,
-        failure_mode=None if category is None else "information withholding",
+        failure_mode=None if category is None else "information_withholding",
         violations=() if category is None else ({"pointer": "/x", "keyword": "required", "message": "m"},),
     )  # fmt: skip
 
@@ -75,7 +75,7 @@ async def test_audit_trail_runs_stats_and_retention(store: Store) -> None:
     ]  # fmt: skip
     counts = await store.failure_counts(0)
     assert [(c.route, c.category, c.mode, c.count) for c in counts] == [
-        ("b", "inter-agent misalignment", "information withholding", 1)
+        ("b", "inter-agent misalignment", "information_withholding", 1)
     ]
     assert await store.failure_counts(1002.5) == []
     await store.prune_handoffs(keep=2, older_than=0)
@@ -153,16 +153,14 @@ async def test_an_in_flight_claim_is_a_lease_only_its_owner_renews_or_releases(s
 
 
 async def test_an_expired_claim_can_be_claimed_again(store: Store) -> None:
-    import asyncio
     import time
 
     assert await store.claim_checkpoint("k", "d", now=time.time(), ttl=0.05, owner="dead") is None
-    for _ in range(200):  # Redis expires by its own clock, SQLite compares with ``now``: poll both
-        if await store.claim_checkpoint("k", "d", now=time.time(), ttl=60, owner="next") is None:
-            break
-        await asyncio.sleep(0.01)
-    else:
-        pytest.fail("the expired claim was never released")
+
+    async def claimed_by_next() -> bool:  # Redis expires by its own clock, SQLite compares with ``now``: poll both
+        return await store.claim_checkpoint("k", "d", now=time.time(), ttl=60, owner="next") is None
+
+    await eventually(claimed_by_next, what="the expired claim released")
     held = await store.claim_checkpoint("k", "d", now=time.time(), ttl=60)
     assert held is not None
     assert held.owner == "next"
@@ -172,8 +170,6 @@ async def test_two_sidecars_share_runs_and_artifacts_through_redis(
     redis_url: str, make_gateway: Any, make_upstream: Any, http: aiohttp.ClientSession
 ) -> None:
     """The writer's sidecar records draft v2; the critic's sidecar, another process in production, sees it."""
-    from tests.test_policies import scripted
-
     writer: Upstream = await make_upstream(scripted((200, {"version": 2})))
     critic: Upstream = await make_upstream(scripted((200, {"ok": True})))
     shared = {"backend": "redis", "url": redis_url, "prefix": f"fleet-{secrets.token_hex(4)}:"}
@@ -204,7 +200,6 @@ async def test_two_sidecars_share_runs_and_artifacts_through_redis(
 async def test_a_change_made_through_one_sidecar_reaches_the_others(
     redis_url: str, make_gateway: Any, upstream: Upstream, http: aiohttp.ClientSession
 ) -> None:
-    import asyncio
 
     import redis.asyncio as aioredis
 
@@ -213,17 +208,18 @@ async def test_a_change_made_through_one_sidecar_reaches_the_others(
     first = await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}], store=shared))
     second = await make_gateway(gateway_config([], store=shared))  # learns the route from the store
     probe = aioredis.from_url(redis_url)
-    for _ in range(200):  # until both gateways listen on the change channel
-        if dict(await probe.pubsub_numsub(f"{prefix}changes")).get(f"{prefix}changes".encode()) == 2:
-            break
-        await asyncio.sleep(0.01)
+
+    async def both_listen() -> bool:
+        return dict(await probe.pubsub_numsub(f"{prefix}changes")).get(f"{prefix}changes".encode()) == 2
+
+    await eventually(both_listen, what="both gateways listen on the change channel")
     await probe.aclose()
     async with AdminClient(first.admin_url, TOKEN) as admin:
         await admin.request("PUT", "/contracts/agent.tasks", body=contract())
         await admin.put_route("agent", {"upstream": upstream.url})
-    for _ in range(100):
-        if second.state.contracts.table.get("agent.tasks") and second.state.routes.table.get("agent"):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: second.state.contracts.table.get("agent.tasks") and second.state.routes.table.get("agent"),
+        what="the change reached the second sidecar",
+    )
     async with http.post(f"{second.data_url}/agent/tasks", json={"bad": 1}) as resp:
         assert resp.status == 422  # enforced by the sidecar that was never told directly

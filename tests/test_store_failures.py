@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,17 @@ from gateway.config import GatewayConfig
 from gateway.errors import StoreUnavailable
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
-from tests.conftest import TOKEN, Upstream, contract, gateway_config, replying
+from tests.conftest import (
+    TOKEN,
+    Upstream,
+    contract,
+    eventually,
+    eventually_blocking,
+    free_port,
+    gateway_config,
+    redis_ping,
+    replying,
+)
 
 VALID = {"result": "ok"}
 PROBLEM = "application/problem+json"
@@ -43,9 +51,7 @@ class RedisServer:
 
     def __init__(self, binary: str) -> None:
         self._binary = binary
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,15 +63,7 @@ class RedisServer:
             [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        for _ in range(400):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.025)
-        raise RuntimeError("redis-server did not start")
+        eventually_blocking(lambda: redis_ping(self.port), ignoring=(OSError,), what="redis-server started")
 
     def kill(self) -> None:
         if self._process is not None:
@@ -85,16 +83,6 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, attempts: int = 1000) -> None:
-    """Poll ``check`` until it holds (the bound only turns a hang into a failure)."""
-    for _ in range(attempts):
-        result = check()
-        if await result if inspect.isawaitable(result) else result:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"never happened: {what}")
 
 
 def redis_gateway_config(upstream: Upstream, server: RedisServer, **overrides: Any) -> Any:
@@ -153,7 +141,7 @@ async def test_redis_killed_mid_traffic_answers_keyed_posts_by_policy_never_500(
                 return
 
     sender = asyncio.create_task(traffic())
-    await eventually(lambda: len(answers) >= 20, "traffic before the kill")
+    await eventually(lambda: len(answers) >= 20, what="traffic before the kill", within=20)
     redis_server.kill()
     killed.set()
     await sender
@@ -183,7 +171,7 @@ async def test_redis_killed_mid_traffic_answers_keyed_posts_by_policy_never_500(
         status, headers, _ = await post(http, gw, "/tasks", {"task": "t", "priority": 1}, **key)
         return status == 200 and headers["X-Checkpoint"] == "stored"
 
-    await eventually(stored_again, "a checkpoint stored after Redis came back")
+    await eventually(stored_again, what="a checkpoint stored after Redis came back", within=20)
 
 
 @pytest.mark.parametrize(("answer", "expected"), [(VALID, 200), ({"result": 7}, 502)])
@@ -202,7 +190,7 @@ async def test_an_answer_that_arrives_after_the_store_died_is_relayed_not_lost(
     gw = await make_gateway(redis_gateway_config(upstream, redis_server))
     await register(gw, contract())  # default policy: on_store_error refuse
     call = asyncio.create_task(post(http, gw, "/tasks", {"task": "t", "priority": 1}, **{"Idempotency-Key": "k"}))
-    await eventually(lambda: len(upstream.seen) == 1, "the agent has the call")
+    await eventually(lambda: len(upstream.seen) == 1, what="the agent has the call", within=20)
     redis_server.kill()
     release.set()
     status, headers, document = await call
@@ -212,7 +200,7 @@ async def test_an_answer_that_arrives_after_the_store_died_is_relayed_not_lost(
         assert headers["X-Checkpoint"] == "bypass"
         assert gw.state.store.failures["complete_checkpoint"] == 1
     else:  # the agent's invalid answer is refused as always; the failed release is left to the lease
-        assert document["type"].endswith("/response-invalid")
+        assert document["type"].endswith("/response_invalid")
         assert gw.state.store.failures["release_checkpoint"] == 1
 
 
@@ -231,7 +219,7 @@ async def test_claims_are_leases_renewed_while_the_call_runs(
     await register(gw, contract(), policy=agent_policy(checkpoint={"lease_seconds": 0.3}))
     body = {"task": "t", "priority": 1}
     call = asyncio.create_task(post(http, gw, "/tasks", body, **{"Idempotency-Key": "k"}))
-    await eventually(lambda: len(upstream.seen) == 1, "the agent has the call")
+    await eventually(lambda: len(upstream.seen) == 1, what="the agent has the call", within=20)
     key, digest = "agent POST /tasks key:k", hashlib.sha256(upstream.seen[0].body).hexdigest()
     first = await gw.state.store.claim_checkpoint(key, digest, now=time.time(), ttl=60)
     assert first is not None
@@ -242,7 +230,7 @@ async def test_claims_are_leases_renewed_while_the_call_runs(
         assert held is not None, "the claim lapsed while its call was still running"
         return time.time() > first.expires_at and bool(held.expires_at > first.expires_at)
 
-    await eventually(outlived_first_lease, "the lease renewed past its first expiry")
+    await eventually(outlived_first_lease, what="the lease renewed past its first expiry", within=20)
     status, _, document = await post(http, gw, "/tasks", body, **{"Idempotency-Key": "k"})
     assert (status, document["type"].rsplit("/", 1)[1]) == (409, "request-in-flight")
     release.set()
@@ -301,7 +289,7 @@ async def test_a_gateway_killed_mid_call_frees_the_key_once_the_lease_expires(
         port = int(await process.stdout.readline())
         body, key = {"task": "t", "priority": 1}, {"Idempotency-Key": "k"}
         doomed = asyncio.create_task(http.post(f"http://127.0.0.1:{port}/agent/tasks", json=body, headers=key))
-        await eventually(lambda: len(upstream.seen) == 1, "the agent has the first call")
+        await eventually(lambda: len(upstream.seen) == 1, what="the agent has the first call", within=20)
         process.kill()  # SIGKILL: no clean-up, the claim stays in the store
         await process.wait()
         with pytest.raises(aiohttp.ClientError):
@@ -315,7 +303,7 @@ async def test_a_gateway_killed_mid_call_frees_the_key_once_the_lease_expires(
             answers.append(status)
             return status == 200 and headers["X-Checkpoint"] == "stored" and document == VALID
 
-        await eventually(served, "the key served again after the dead gateway's lease expired")
+        await eventually(served, what="the key served again after the dead gateway's lease expired", within=20)
         assert set(answers[:-1]) <= {409}  # request-in-flight only while the lease lasted
         assert len(upstream.seen) == 2
     finally:
@@ -382,7 +370,9 @@ async def test_audit_records_made_during_a_redis_outage_reach_the_store_once_it_
         # A write that fails after the last handoff has every record in memory, within the bound, and none in
         # flight: a write still retrying when Redis comes back could otherwise succeed with more than the bound.
         failed = store.failures["append_handoffs"]
-        await eventually(lambda: store.failures["append_handoffs"] > failed, "a write failed after the handoffs")
+        await eventually(
+            lambda: store.failures["append_handoffs"] > failed, what="a write failed after the handoffs", within=20
+        )
         redis_server.start()
 
     async def recorded(run: str, expected: int) -> list[str]:
@@ -392,7 +382,7 @@ async def test_audit_records_made_during_a_redis_outage_reach_the_store_once_it_
             except StoreUnavailable:
                 return False
 
-        await eventually(complete, f"{expected} records of {run} in the store")
+        await eventually(complete, what=f"{expected} records of {run} in the store", within=20)
         return [r.step for r in await store.run_handoffs(run)]
 
     await outage("within-queue", 40)
@@ -422,10 +412,7 @@ async def test_driver_errors_become_store_unavailable_and_are_counted(tmp_path: 
     assert (refused.value.status_code(), refused.value.operation) == (503, "list_routes")
     assert sqlite.failures["list_routes"] == 1
 
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    redis = RedisStore(f"redis://127.0.0.1:{port}/0")
+    redis = RedisStore(f"redis://127.0.0.1:{free_port()}/0")  # a port nobody listens on
     try:
         with pytest.raises(StoreUnavailable):
             await redis.claim_checkpoint("k", "d", now=time.time(), ttl=1)

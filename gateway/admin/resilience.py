@@ -13,14 +13,14 @@ from pydantic import Field
 from gateway.admin.api import Endpoint, SchemaDoc, parse_body
 from gateway.admin.common import MAX_LIMIT, conflict, enum_query, int_query, not_found, state_of
 from gateway.admin.models import JsonValue, _Model
+from gateway.control.state import GatewayState
+from gateway.control.versioning import DocumentNotFound
+from gateway.dataplane.transport import HOP_BY_HOP, upstream_url
 from gateway.errors import AdminError
-from gateway.policies.breaker import CircuitBreaker
+from gateway.policies.breaker import COMMANDS, CircuitBreaker, State
 from gateway.policies.checkpoint import Checkpoints, request_digest
 from gateway.policies.escalation import EscalationClosed, EscalationNotFound, public_view, redacted_parts
-from gateway.state import GatewayState
 from gateway.store.base import EscalationItem
-from gateway.transport import HOP_BY_HOP, upstream_url
-from gateway.versioning import DocumentNotFound
 
 
 class Resolution(_Model):
@@ -36,13 +36,13 @@ class Discard(_Model):
 
 
 STATUSES = frozenset({"pending", "resolved", "replayed", "discarded"})
-COMMANDS = ("force-open", "force-close", "reset")
 BREAKER: Mapping[str, Any] = {
     "type": "object",
     "required": ["name", "state", "calls_in_window", "failure_rate", "slow_call_rate", "consecutive_failures",
                  "probes_in_flight"],
-    "properties": {"name": {"type": "string"}, "state": {"type": "string"}, "calls_in_window": {"type": "integer"},
-                   "failure_rate": {"type": "number"}, "slow_call_rate": {"type": "number"},
+    "properties": {"name": {"type": "string"}, "state": {"enum": [s.value for s in State]},
+                   "calls_in_window": {"type": "integer"}, "failure_rate": {"type": "number"},
+                   "slow_call_rate": {"type": "number"},
                    "consecutive_failures": {"type": "integer"}, "probes_in_flight": {"type": "integer"}},
 }  # fmt: skip
 ESCALATION: Mapping[str, Any] = {
@@ -72,13 +72,13 @@ async def get_breaker(request: web.Request) -> web.Response:
 
 
 async def command_breaker(request: web.Request) -> web.Response:
-    """``force-open`` (fail fast until reset), ``force-close`` (let everything through), ``reset`` (closed)."""
+    """``force-open`` → ``forced_open`` (fail fast until reset), ``force-close`` → ``forced_closed`` (let
+    everything through, record nothing), ``reset`` → ``closed`` (a fresh window)."""
     breaker = _breaker(request)
     command = request.match_info["command"]
-    actions = {"force-open": breaker.force_open, "force-close": breaker.force_close, "reset": breaker.reset}
-    if command not in actions:
+    if command not in COMMANDS:
         raise AdminError(400, f"command must be one of {', '.join(COMMANDS)}")
-    actions[command]()
+    breaker.command(command)
     return web.Response(body=orjson.dumps(breaker.snapshot()), content_type="application/json")
 
 
@@ -128,7 +128,7 @@ async def _check_answer(state: GatewayState, item: EscalationItem, status: int, 
     if verdict is not None and verdict[1]:
         raise AdminError(
             422, f"The answer violates contract {contract.id!r} version {contract.version}; nothing was changed.",
-            kind="response-invalid", title="Answer violates contract", errors=[v.as_dict() for v in verdict[0]],
+            kind="response_invalid", title="Answer violates contract", errors=[v.as_dict() for v in verdict[0]],
         )  # fmt: skip
 
 
@@ -186,7 +186,7 @@ async def replay_dlq(request: web.Request) -> web.Response:
             answer = (resp.status, await resp.read())
     except (TimeoutError, aiohttp.ClientError) as exc:
         detail = f"the upstream of route {item.route!r} could not be reached ({exc!r}); the item stays pending"
-        raise AdminError(502, detail, kind="upstream-error", title="Upstream agent failed") from exc
+        raise AdminError(502, detail, kind="upstream_error", title="Upstream agent failed") from exc
     if not 200 <= answer[0] < 300:
         raise conflict(f"the upstream answered {answer[0]} again; the item stays pending")
     await _check_answer(state, item, *answer)
@@ -224,8 +224,9 @@ COMMAND = {"command": {"enum": list(COMMANDS)}}
 ENDPOINTS = (
     Endpoint("GET", "/breakers", "Circuit breakers and their state", list_breakers, response=BREAKERS),
     Endpoint("GET", "/breakers/{name}", "One circuit breaker", get_breaker, response=BREAKER_DOC),
-    Endpoint("POST", "/breakers/{name}/{command}", "force-open, force-close or reset a breaker", command_breaker,
-             response=BREAKER_DOC, params=COMMAND),
+    Endpoint("POST", "/breakers/{name}/{command}",
+             "force-open (state forced_open), force-close (state forced_closed) or reset (state closed) a breaker",
+             command_breaker, response=BREAKER_DOC, params=COMMAND),
     Endpoint("GET", "/dlq", "Escalated handoffs, newest first", list_dlq, response=ESCALATIONS, query=DLQ_QUERY),
     Endpoint("GET", "/dlq/{id}", "One escalated handoff with everything needed to judge it", get_dlq,
              response=ESCALATION_DOC),

@@ -1,19 +1,18 @@
-"""Four toy agents — researcher → planner → writer → critic — that can be told to misbehave.
+"""The demo's cast: four toy agents — researcher → planner → writer → critic — that can be told to misbehave.
 
-They know nothing about the gateway: each is a plain aiohttp service. The ``X-Demo-Fault`` request header
-makes one return the kind of output real model-backed agents produce on a bad day.
+They know nothing about the gateway (:mod:`gateway.demo.harness` serves each as a plain aiohttp service). The
+``X-Demo-Fault`` request header makes one return the kind of output real model-backed agents produce on a bad day.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
-
-from aiohttp import web
 
 FAULT_HEADER = "X-Demo-Fault"
 Agent = Callable[[dict[str, Any], str], Any]
+"""``(request JSON, fault) -> answer``: a JSON value, ``bytes`` sent as-is as JSON, or ``str`` sent as text."""
 
 
 def researcher(payload: dict[str, Any], fault: str) -> Any:
@@ -55,45 +54,10 @@ def critic(payload: dict[str, Any], fault: str) -> Any:
     return {"verdict": "approve", "score": 0.82, "comments": ["clear", "cites sources"]}
 
 
+#: Each agent's path and behaviour, in pipeline order.
 AGENTS: dict[str, tuple[str, Agent]] = {
     "researcher": ("/research", researcher),
     "planner": ("/plan", planner),
     "writer": ("/draft", writer),
     "critic": ("/review", critic),
 }
-
-
-def agent_app(name: str, hits: Counter[str]) -> web.Application:
-    """An aiohttp app serving one agent; ``hits`` counts the requests it really received."""
-    path, agent = AGENTS[name]
-
-    async def handle(request: web.Request) -> web.Response:
-        hits[name] += 1
-        result = agent(await request.json(), request.headers.get(FAULT_HEADER, ""))
-        if isinstance(result, str):
-            return web.Response(text=result, content_type="text/plain")
-        if isinstance(result, bytes):
-            return web.Response(body=result, content_type="application/json")
-        return web.json_response(result)
-
-    app = web.Application()
-    app.router.add_post(path, handle)
-    return app
-
-
-async def start_agents(hits: Counter[str]) -> tuple[dict[str, str], Callable[[], Awaitable[None]]]:
-    """Start every agent on an ephemeral loopback port; returns their base URLs and a stop function."""
-    runners: list[web.AppRunner] = []
-    urls: dict[str, str] = {}
-    for name in AGENTS:
-        runner = web.AppRunner(agent_app(name, hits), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        urls[name] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-    async def stop() -> None:
-        for runner in runners:
-            await runner.cleanup()
-
-    return urls, stop

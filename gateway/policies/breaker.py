@@ -1,21 +1,28 @@
 """Circuit breakers with resilience4j semantics, one per upstream (or per operation).
 
-States and every legal transition::
+The states are named as the admin commands that reach them (``force-open`` → ``forced_open``,
+``force-close`` → ``forced_closed``, ``reset`` → ``closed``), so an operator reads back the state they asked for.
 
-    CLOSED ──(failure rate ≥ threshold over the window, with ≥ minimum_calls;
-     ▲        or slow-call rate ≥ its threshold; or consecutive_failures in a row)──▶ OPEN
-     │                                                                             │
-     │                                          (wait_in_open_seconds elapsed, on the next call)
-     │                                                                             ▼
-     └──(the half_open_calls probes finish below the threshold)─────────── HALF_OPEN
-                                     OPEN ◀──(the probes finish at or above the threshold)──┘
+=============  ==================================================================  ==============
+from           event                                                               to
+=============  ==================================================================  ==============
+closed         failure rate ≥ threshold over the window (with ≥ ``minimum_calls``   open
+               outcomes), or slow-call rate ≥ its threshold, or
+               ``consecutive_failures`` in a row
+open           ``wait_in_open_seconds`` elapsed, on the next call                  half_open
+half_open      the ``half_open_calls`` probes finish below the threshold           closed
+half_open      the probes finish at or above the threshold                         open
+any            command ``force-open``                                              forced_open
+any            command ``force-close``                                             forced_closed
+any            command ``reset``                                                   closed
+=============  ==================================================================  ==============
 
-    any ──force_open()──▶ FORCED_OPEN      any ──force_close()──▶ DISABLED      any ──reset()──▶ CLOSED
-
-CLOSED and DISABLED permit every call; OPEN and FORCED_OPEN permit none; HALF_OPEN permits exactly
-``half_open_calls`` calls at once (the probes) and rejects the rest. Entering CLOSED or HALF_OPEN starts a fresh
-window. A call counts as a failure when the caller says so (connect error, timeout, a listed 5xx, a response
-contract violation) and as slow when it took at least ``slow_call_seconds``. The clock is injected.
+``closed`` and ``forced_closed`` permit every call (``forced_closed`` records nothing, so it never trips);
+``open`` and ``forced_open`` permit none; ``half_open`` permits exactly ``half_open_calls`` calls at once (the
+probes) and rejects the rest. Only a command leaves a forced state. Entering any state starts a fresh window. A
+call counts as a failure when the caller says so (connect error, timeout, a listed 5xx, a response contract
+violation) and as slow when it took at least ``slow_call_seconds``. The clock is injected, so the transitions
+are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.policies.document import Breaker
@@ -36,14 +43,22 @@ class State(enum.Enum):
     OPEN = "open"
     HALF_OPEN = "half_open"
     FORCED_OPEN = "forced_open"
-    DISABLED = "disabled"
+    FORCED_CLOSED = "forced_closed"
 
 
-#: The transitions the breaker may make by itself (manual ones are allowed from any state).
+#: The transitions the breaker may make by itself (a command may move it from any state to the one it names).
 TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
     {(State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.CLOSED),
      (State.HALF_OPEN, State.OPEN)}
 )  # fmt: skip
+
+
+#: The admin commands and the state each one puts a breaker in.
+COMMANDS: Mapping[str, State] = {
+    "force-open": State.FORCED_OPEN,
+    "force-close": State.FORCED_CLOSED,
+    "reset": State.CLOSED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +86,7 @@ class CircuitBreaker:
         """May a call go to the upstream now? A ``True`` must be followed by ``on_result`` or ``release``."""
         if self.state is State.OPEN and self._clock() - self._opened_at >= self.policy.wait_in_open_seconds:
             self._move(State.HALF_OPEN)
-        if self.state in (State.CLOSED, State.DISABLED):
+        if self.state in (State.CLOSED, State.FORCED_CLOSED):
             return True
         if self.state is State.HALF_OPEN and len(self._outcomes) + self._probes_in_flight < self.policy.half_open_calls:
             self._probes_in_flight += 1
@@ -96,7 +111,7 @@ class CircuitBreaker:
         if self.state is State.HALF_OPEN:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
         elif self.state is not State.CLOSED:
-            return  # DISABLED records nothing; a late result after OPEN/FORCED_OPEN changes nothing
+            return  # FORCED_CLOSED records nothing; a late result after OPEN/FORCED_OPEN changes nothing
         self._outcomes.append(Outcome(self._clock(), failed, slow))
         self._consecutive = self._consecutive + 1 if failed else 0
         self._trim()
@@ -149,14 +164,9 @@ class CircuitBreaker:
         if target is State.OPEN:
             self._opened_at = self._clock()
 
-    def force_open(self) -> None:
-        self._move(State.FORCED_OPEN, manual=True)
-
-    def force_close(self) -> None:
-        self._move(State.DISABLED, manual=True)
-
-    def reset(self) -> None:
-        self._move(State.CLOSED, manual=True)
+    def command(self, name: str) -> None:
+        """Apply an admin command (a key of :data:`COMMANDS`); raises ``KeyError`` for an unknown one."""
+        self._move(COMMANDS[name], manual=True)
 
     def snapshot(self) -> dict[str, object]:
         calls = len(self._outcomes)
