@@ -19,28 +19,30 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.admin.app import build_admin_app
-from gateway.attempts import Resilience
-from gateway.audit import AuditLog
 from gateway.config import GatewayConfig
-from gateway.context import ContextTracker
+from gateway.contracts.context import ContextTracker
 from gateway.contracts.document import load_document_file
 from gateway.contracts.registry import ContractRegistry
-from gateway.listener import GuardedRunner
-from gateway.metrics import Metrics
-from gateway.observe import Observer
+from gateway.control.routes import RouteRegistry
+from gateway.control.state import STATE, GatewayState
+from gateway.control.versioning import VersionedRegistry
+from gateway.dataplane.front import stamp
+from gateway.dataplane.listener import GuardedRunner
+from gateway.dataplane.proxy import Parts, Proxy
+from gateway.dataplane.recover import escalation_outcome
+from gateway.dataplane.transport import new_session
+from gateway.dataplane.upstream import HttpUpstream
+from gateway.observability.audit import AuditLog
+from gateway.observability.metrics import Metrics
+from gateway.observability.observe import Observer
+from gateway.observability.telemetry import build_tracer_provider, propagator, tracer_for
 from gateway.policies.breaker import BreakerRegistry
 from gateway.policies.checkpoint import Checkpoints
 from gateway.policies.escalation import OUTCOME_PATH, Escalations
 from gateway.policies.registry import PolicyRegistry
-from gateway.proxy import Collaborators, Proxy
-from gateway.recovery import Recovery
-from gateway.routes import RouteRegistry
-from gateway.state import STATE, GatewayState
+from gateway.redaction import redactor_for
 from gateway.store.base import ChangeFeed, Store
 from gateway.store.sqlite import SQLiteStore
-from gateway.telemetry import build_tracer_provider, propagator, tracer_for
-from gateway.transport import new_session
-from gateway.versioning import VersionedRegistry
 
 log = logging.getLogger("agent_gateway")
 
@@ -150,18 +152,20 @@ async def _load_state(config: GatewayConfig, unwind: contextlib.AsyncExitStack) 
 
 def _build_proxy(state: GatewayState, session: aiohttp.ClientSession, provider: TracerProvider) -> Proxy:
     config = state.config
-    resilience = Resilience(state.breakers)
+    tracer = tracer_for(provider)
     proxy = Proxy(
-        Collaborators(
-            routes=state.routes, contracts=state.contracts, policies=state.policies, session=session,
-            limits=config.limits, timeouts=config.timeouts, tracer=tracer_for(provider), propagator=propagator(),
+        Parts(
+            routes=state.routes, contracts=state.contracts, policies=state.policies,
+            upstream=HttpUpstream(session, tracer, config.limits, config.timeouts), limits=config.limits,
+            timeouts=config.timeouts, tracer=tracer, propagator=propagator(),
             observer=Observer(state.audit, state.metrics, config.audit), context=ContextTracker(state.store),
-            resilience=resilience, checkpoints=Checkpoints(state.store),
-            recovery=Recovery(state.escalations, state.routes, config.limits.max_violations),
-            keep_payloads=config.audit.enabled and config.audit.payloads,
+            breakers=state.breakers, checkpoints=Checkpoints(state.store), escalations=state.escalations,
+            redactor=redactor_for(config.audit), keep_payloads=config.audit.enabled and config.audit.payloads,
         )
     )  # fmt: skip
-    state.metrics.watch(proxy.in_flight_by_route, state.breakers, state.escalations.pending_count)
+    state.metrics.watch(
+        proxy.admit.in_flight_by_route, state.breakers, state.escalations.pending_count, state.store.failures
+    )
     return proxy
 
 
@@ -186,7 +190,8 @@ async def _serve_data_plane(
     data_app = web.Application(client_max_size=config.limits.max_body_bytes)
     data_app[STATE] = state
     data_app.on_cleanup.append(close_session)
-    data_app.router.add_get(OUTCOME_PATH + "{id}", proxy.outcome)
+    data_app.on_response_prepare.append(stamp)
+    data_app.router.add_get(OUTCOME_PATH + "{id}", escalation_outcome(state.escalations))
     data_app.router.add_route("*", "/{tail:.*}", proxy.handle)
     data_runner = GuardedRunner(
         data_app,

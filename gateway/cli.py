@@ -29,7 +29,7 @@ from gateway.app import start_gateway
 from gateway.config import ConfigError, load_config, retired_variables
 from gateway.contracts.document import ContractDocumentError, load_document_text
 from gateway.errors import GatewayError
-from gateway.logs import configure_logging
+from gateway.observability.logs import configure_logging
 from gateway.report import render_timeline
 
 REPO = Path(__file__).resolve().parent.parent

@@ -128,7 +128,7 @@ class RouteSpec(_Frozen):
             return None
         if not value.startswith("/"):
             raise ValueError("prefix must start with '/'")
-        from gateway.target import canonical_target  # the data plane's path rules; imported late (no cycle)
+        from gateway.dataplane.target import canonical_target  # the data plane's path rules; imported late (no cycle)
 
         prefix = value.rstrip("/") or "/"
         if "?" in prefix or canonical_target(prefix).path != prefix:

@@ -21,9 +21,13 @@ Hierarchy::
      ├── BreakerOpen                  (503 + Retry-After)
      ├── CheckpointInFlight           (409: same Idempotency-Key still being served)
      ├── IdempotencyKeyReused         (422: same Idempotency-Key, different body)
+     ├── StoreUnavailable             (503 + Retry-After: the store failed an operation)
      ├── Escalated                    (503 + escalation id; 202 is a normal answer, not an error)
      ├── FallbackInvalid              (502: the declared fallback breaks the contract)
      └── AdminError                   (400 / 401 / 404 / 409: admin API only)
+
+Refusals that report an outcome (contract violations, upstream failures, an open breaker) carry its
+:class:`~gateway.outcomes.Verdict` and are typed ``…/problems/<verdict>``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 from aiohttp import web
+
+from gateway.outcomes import Verdict
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://agent-gateway.dev/problems/"
@@ -59,6 +65,9 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     kind: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal gateway error"
+    verdict: ClassVar[Verdict | None] = None
+    """The outcome this refusal reports, when it is one (:mod:`gateway.outcomes`); its problem type is then
+    spelled as the verdict, so a handoff's outcome reads the same in the problem, the headers and the audit."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -111,8 +120,14 @@ class ContractViolation(GatewayError):
         self.total = total
 
     @property
+    def verdict(self) -> Verdict:  # type: ignore[override]
+        if self.stale:
+            return Verdict.STALE_CONTEXT
+        return Verdict.REQUEST_INVALID if self.direction == "request" else Verdict.RESPONSE_INVALID
+
+    @property
     def kind(self) -> str:  # type: ignore[override]
-        return "stale-context" if self.stale else f"{self.direction}-invalid"
+        return self.verdict.value
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -220,8 +235,9 @@ class BadRequest(GatewayError):
 
 class UpstreamError(GatewayError):
     status = 502
-    kind = "upstream-error"
+    kind = Verdict.UPSTREAM_ERROR.value
     title = "Upstream agent failed"
+    verdict = Verdict.UPSTREAM_ERROR
 
     def __init__(self, route: str, detail: str) -> None:
         super().__init__(detail)
@@ -233,19 +249,25 @@ class UpstreamError(GatewayError):
 
 class UpstreamTimeout(UpstreamError):
     status = 504
-    kind = "upstream-timeout"
+    kind = Verdict.UPSTREAM_TIMEOUT.value
     title = "Upstream agent timed out"
+    verdict = Verdict.UPSTREAM_TIMEOUT
 
 
 class DeadlineExceeded(UpstreamTimeout):
-    kind = "deadline-exceeded"
+    """The request's whole deadline ran out (not one attempt's timeout): same outcome, ``deadline: true``."""
+
     title = "Request deadline exceeded"
+
+    def extensions(self) -> dict[str, Any]:
+        return {**super().extensions(), "deadline": True}
 
 
 class BreakerOpen(GatewayError):
     status = 503
-    kind = "breaker-open"
+    kind = Verdict.BREAKER_OPEN.value
     title = "Circuit breaker open"
+    verdict = Verdict.BREAKER_OPEN
 
     def __init__(self, breaker: str, retry_after: float) -> None:
         super().__init__(f"Circuit breaker {breaker!r} is open: failing fast instead of calling the agent.")

@@ -12,7 +12,7 @@ import yaml
 
 from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import RunningGateway
-from gateway.versioning import DocumentNotFound
+from gateway.control.versioning import DocumentNotFound
 from tests.conftest import TOKEN, Upstream, contract, gateway_config, replying
 
 

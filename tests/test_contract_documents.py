@@ -13,7 +13,7 @@ from gateway.contracts.document import ContractDocumentError, contract_meta_sche
 from gateway.contracts.paths import PathTemplate
 from gateway.contracts.registry import ContractTable
 from gateway.contracts.validation import compile_contract
-from gateway.routes import RouteTable
+from gateway.control.routes import RouteTable
 from tests.conftest import contract
 
 

@@ -81,8 +81,12 @@ async def test_dlq_write_failure_answers_503_with_retry_after_logged_and_counted
     body = {"task": "t", "priority": 1}
     async with http.post(url, json=body) as resp:
         assert resp.status == 202  # the store works: escalated
+        outcome_url = f"{gw.data_url}{(await resp.json())['outcome_url']}"
 
     redis_server.kill()
+    async with http.get(outcome_url) as polled:  # the caller polling its outcome meanwhile: a 503, never a 500
+        assert polled.status == 503
+        assert (await polled.json(content_type=None))["type"].endswith("/store-unavailable")
     with caplog.at_level(logging.ERROR, logger="agent_gateway.escalation"):
         async with http.post(url, json=body) as resp:
             problem = await resp.json(content_type=None)

@@ -48,4 +48,4 @@ async def test_registration_while_traffic_flows(
     assert len(outcomes) == 160
     assert all((status == 200) == (version % 2 == 1) for status, version in outcomes), outcomes
     assert {status for status, _ in outcomes} == {200, 502}  # traffic saw new versions without a restart
-    assert gateway.proxy.in_flight("agent") == 0
+    assert gateway.proxy.admit.in_flight("agent") == 0

@@ -85,10 +85,10 @@ async def test_concurrency_limit_rejects_with_retry_after_and_recovers(
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "1"
         assert (await resp.json(content_type=None))["type"].endswith("/route-overloaded")
-    assert gw.proxy.in_flight("agent") == 2
+    assert gw.proxy.admit.in_flight("agent") == 2
     release.set()
     assert await asyncio.gather(*first) == [200, 200]
-    assert gw.proxy.in_flight("agent") == 0
+    assert gw.proxy.admit.in_flight("agent") == 0
     async with http.get(gw.data_url + "/agent/slow") as resp:
         assert resp.status == 200
 

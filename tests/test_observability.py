@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
-from gateway.logs import ACCESS_LOGGER, JsonFormatter
+from gateway.observability.logs import ACCESS_LOGGER, JsonFormatter
 from tests.conftest import TOKEN, Upstream, contract, gateway_config
 
 ORCHESTRATOR_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -101,7 +101,7 @@ async def test_three_agent_run_span_tree_and_timeline_name_the_entry_point(
     status3, _ = await call(http, gw, "orchestrator", "writer", "/draft", {"revision": 2})
     status4, problem = await call(http, gw, "editor", "critic", "/review", draft_v1)  # stale: v2 exists
     assert (status1, status2, status3, status4) == (200, 502, 200, 409)
-    assert problem["type"].endswith("/stale-context")
+    assert problem["type"].endswith("/stale_context")
     assert problem["violations"] == [
         {"pointer": "/version", "keyword": "staleContext",
          "message": "builds on draft version 1, but version 2 was already produced in run run-42"}
@@ -128,7 +128,7 @@ async def test_three_agent_run_span_tree_and_timeline_name_the_entry_point(
         ("editor", "critic", 409, "stale_context", "inter-agent misalignment"),
     ]
     assert run["entry_point"]["id"] == handoffs[1]["id"]
-    assert run["entry_point"]["failure_mode"] == "information withholding"
+    assert run["entry_point"]["failure_mode"] == "information_withholding"
     assert run["entry_point"]["violations"] == [
         {"pointer": "", "keyword": "required", "message": '"text" is a required property', "direction": "response"}
     ]
@@ -203,7 +203,7 @@ async def test_failure_stats_and_metrics(
     stats = await admin.request("GET", "/stats/failures?window=60")
     assert stats["total"] == 2
     assert stats["failures"] == [
-        {"route": "agent", "category": "specification", "mode": "disobey task specification", "count": 2}
+        {"route": "agent", "category": "specification", "mode": "disobey_task_specification", "count": 2}
     ]
     async with http.get(f"{gateway.admin_url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
         text = await resp.text()

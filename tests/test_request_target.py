@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
+from gateway.dataplane.target import canonical_target, contract_path
 from gateway.errors import BadRequestTarget
-from gateway.target import canonical_target, contract_path
 from tests.conftest import TOKEN, Handler, Upstream, contract, gateway_config
 
 INVALID = b'{"task": "", "priority": -1}'

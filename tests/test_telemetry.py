@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
-from gateway.telemetry import build_tracer_provider
+from gateway.observability.telemetry import build_tracer_provider
 from tests.conftest import Upstream, contract
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import timeline
-from gateway.context import ContextTracker, canonical_digest
+from gateway.contracts.context import ContextTracker, canonical_digest
 from gateway.contracts.document import ArtifactRef
 from gateway.jsonpointer import MISSING, redact, resolve
+from gateway.observability.audit import timeline
+from gateway.outcomes import classify
 from gateway.report import render_timeline
 from gateway.store.base import HandoffRecord
 from gateway.store.sqlite import SQLiteStore
-from gateway.taxonomy import classify
 
 
 def record(n: int, source: str, target: str, verdict: str = "valid", **extra: Any) -> HandoffRecord:
@@ -53,13 +53,14 @@ def test_clean_run_has_no_entry_point() -> None:
 @pytest.mark.parametrize(
     ("verdict", "keywords", "expected"),
     [
-        ("request_invalid", ["type"], ("specification", "disobey task specification")),
-        ("response_invalid", ["required"], ("inter-agent misalignment", "information withholding")),
-        ("response_invalid", ["required", "type"], ("specification", "disobey task specification")),
-        ("response_invalid", ["contentType"], ("specification", "disobey task specification")),
-        ("stale_context", ["staleContext"], ("inter-agent misalignment", "ignored other agent's input")),
-        ("upstream_timeout", [], ("infrastructure", "upstream timeout")),
-        ("breaker_open", [], ("infrastructure", "circuit open")),
+        ("request_invalid", ["type"], ("specification", "disobey_task_specification")),
+        ("response_invalid", ["required"], ("inter-agent misalignment", "information_withholding")),
+        ("response_invalid", ["required", "type"], ("specification", "disobey_task_specification")),
+        ("response_invalid", ["contentType"], ("specification", "disobey_task_specification")),
+        ("stale_context", ["staleContext"], ("inter-agent misalignment", "ignored_other_agents_input")),
+        ("upstream_timeout", [], ("infrastructure", "upstream_timeout")),
+        ("upstream_error", [], ("infrastructure", "upstream_error")),
+        ("breaker_open", [], ("infrastructure", "circuit_open")),
         ("valid", [], None),
         ("unchecked", [], None),
     ],
@@ -112,12 +113,12 @@ def test_terminal_timeline_marks_entry_point_and_downstream() -> None:
          "duration_ms": 1.0, "started_at": 10.0, "violations": [], "contract": "b.x", "contract_version": 2},
         {"id": "h2", "source": "b", "target": "c", "step": "POST /y", "status": 502, "verdict": "response_invalid",
          "duration_ms": 2.0, "started_at": 10.5, "violation_count": 3, "category": "specification",
-         "failure_mode": "disobey task specification", "contract": None,
+         "failure_mode": "disobey_task_specification", "contract": None,
          "violations": [{"pointer": "/n", "keyword": "type", "message": "bad"}]},
     ]  # fmt: skip
     text = render_timeline({"run_id": "r", "handoffs": handoffs, "entry_point": handoffs[1], "downstream": []})
     lines = text.splitlines()
-    assert lines[1] == "  violation entered at #2: b → c (response_invalid; specification: disobey task specification)"
+    assert lines[1] == "  violation entered at #2: b → c (response_invalid; specification: disobey_task_specification)"
     assert lines[3].startswith("    1       0.0  a → b")
     assert lines[3].endswith("[b.x v2]")
     assert lines[4].startswith("  ▶ 2     500.0  b → c")

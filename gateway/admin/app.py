@@ -23,8 +23,8 @@ from gateway.admin.common import conflict, not_found, state_of
 from gateway.admin.models import Health, Liveness, RouteBody, RouteList
 from gateway.config import RouteSpec
 from gateway.contracts.document import json_pointer
+from gateway.control.state import STATE, GatewayState
 from gateway.errors import AdminError
-from gateway.state import STATE, GatewayState
 
 # -- health ----------------------------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.control.state import STATE, GatewayState
+from gateway.control.versioning import MAX_VERSION
 from gateway.errors import AdminError
-from gateway.state import STATE, GatewayState
-from gateway.versioning import MAX_VERSION
 
 INT64 = (-(2**63), 2**63 - 1)
 """Integers a JSON value may hold anywhere in a stored document or payload (orjson, SQLite and Redis agree)."""

@@ -15,7 +15,7 @@ from gateway.admin.documents import versioned_endpoints
 from gateway.admin.models import ValidateRequest, ValidateResult, ViolationOut
 from gateway.contracts.document import contract_meta_schema
 from gateway.contracts.validation import NO_VIOLATIONS, CompiledContract, Verdict
-from gateway.versioning import DocumentNotFound
+from gateway.control.versioning import DocumentNotFound
 
 
 async def validate_payload(request: web.Request) -> web.Response:

@@ -25,9 +25,9 @@ from gateway.admin.models import (
     RegisteredList,
 )
 from gateway.contracts.document import ContractDocumentError, load_document_text
+from gateway.control.state import GatewayState
+from gateway.control.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
 from gateway.errors import AdminError
-from gateway.state import GatewayState
-from gateway.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
 
 Registry = VersionedRegistry[Any, Any]
 

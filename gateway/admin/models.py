@@ -8,8 +8,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from gateway.admin.common import json_problem
 from gateway.config import RouteSpec
+from gateway.control.versioning import MAX_VERSION
 from gateway.store.base import HandoffRecord
-from gateway.versioning import MAX_VERSION
 
 UPSTREAM_PATTERN = r"^https?://(\[[0-9A-Fa-f:.]+\]|[^\s/?#\[\]]+)(:[0-9]{1,5})?([/?#]\S*)?$"
 """An http(s) URL with a host (brackets only around an IPv6 literal) and no white space."""

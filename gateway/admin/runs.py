@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.admin.api import Endpoint, json_response
 from gateway.admin.common import MAX_LIMIT, MAX_WINDOW_SECONDS, int_query, not_found, state_of
 from gateway.admin.models import FailureBucket, FailureStats, RunList, RunOut, RunTimelineOut
-from gateway.audit import timeline
+from gateway.observability.audit import timeline
 from gateway.store.base import RunSummary
 
 

@@ -18,17 +18,16 @@ import orjson
 import yaml
 from jsonschema.validators import Draft202012Validator
 
+from gateway.outcomes import CONDITIONS, Verdict, condition
+
 Action = Literal["reject", "pass", "retry", "escalate", "fallback"]
 Mode = Literal["enforce", "shadow"]
-FAILURE_MODES = (
-    "request_invalid",
-    "response_invalid",
-    "timeout",
-    "upstream_error",
-    "breaker_open",
-    "stale_context",
-)
-DEFAULT_ACTIONS: Mapping[str, Action] = {mode: "reject" for mode in FAILURE_MODES}
+DEFAULT_ACTIONS: Mapping[Verdict, Action] = dict.fromkeys(CONDITIONS, "reject")
+
+
+def failure_modes(declared: Mapping[str, Action]) -> dict[Verdict, Action]:
+    """A document's ``failure_modes`` keyed by condition (a legacy spelling such as ``timeout`` accepted)."""
+    return {condition(name): action for name, action in declared.items()}
 
 
 class ContractDocumentError(ValueError):
@@ -87,15 +86,15 @@ class ContractSpec:
     request_headers: Any | None
     request_query: Any | None
     responses: Mapping[str, Any]
-    failure_modes: Mapping[str, Action]
+    failure_modes: Mapping[Verdict, Action]
     """Declared actions merged over the defaults; ``declared`` says which the document set explicitly."""
-    declared: frozenset[str]
+    declared: frozenset[Verdict]
     shared_schemas: tuple[Mapping[str, Any], ...]
     raw: Mapping[str, Any] = field(repr=False)
     produces: ArtifactRef | None = None
     consumes: ArtifactRef | None = None
 
-    def action(self, failure_mode: str) -> Action:
+    def action(self, failure_mode: Verdict) -> Action:
         """The declared action, or ``pass`` for everything when the contract is in shadow mode."""
         return "pass" if self.mode == "shadow" else self.failure_modes[failure_mode]
 
@@ -164,8 +163,8 @@ def parse_contract(doc: Mapping[str, Any]) -> ContractSpec:
         request_headers=request.get("headers"),
         request_query=request.get("query"),
         responses=dict(doc.get("responses", {})),
-        failure_modes={**DEFAULT_ACTIONS, **doc.get("failure_modes", {})},
-        declared=frozenset(doc.get("failure_modes", {})),
+        failure_modes={**DEFAULT_ACTIONS, **failure_modes(doc.get("failure_modes", {}))},
+        declared=frozenset(failure_modes(doc.get("failure_modes", {}))),
         shared_schemas=tuple(doc.get("schemas", ())),
         raw=doc,
         produces=_artifact(doc, "produces"),

@@ -1,7 +1,7 @@
 """The versioned contract registry and the immutable table the data plane reads.
 
 The life cycle (register → version N+1, activate any version, deactivate) and the build-then-swap rule are
-shared with policies in :mod:`gateway.versioning`; this module adds compiling validators, resolving ``$ref``
+shared with policies in :mod:`gateway.control.versioning`; this module adds compiling validators, resolving ``$ref``
 between contracts through their shared schemas, and the rule that one request is governed by one contract:
 a contract whose route, method and path template overlap those of another contract in force is refused
 (:class:`BindingConflict`, the admin API's 409), never shadowed.
@@ -22,8 +22,8 @@ from referencing.jsonschema import DRAFT202012
 from gateway.contracts.document import ContractDocumentError, ContractSpec, parse_contract
 from gateway.contracts.paths import PathTemplate
 from gateway.contracts.validation import CompiledContract, compile_contract
+from gateway.control.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
 from gateway.store.base import Store
-from gateway.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
 
 KIND = "contract"
 log = logging.getLogger("agent_gateway.contracts")
@@ -146,7 +146,7 @@ def _refuse_conflicts(active: Active, current: Active) -> None:
 
 
 class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
-    """Versions and activates contracts (see :mod:`gateway.versioning` for the life cycle); owns the
+    """Versions and activates contracts (see :mod:`gateway.control.versioning` for the life cycle); owns the
     :class:`ContractTable` the proxy reads, with validators compiled once per version and cached."""
 
     kind = KIND
@@ -189,7 +189,7 @@ class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
 
     def build(self, active: Mapping[str, tuple[ContractSpec, int]]) -> ContractTable:
         """Refuse overlapping bindings, then compile every active contract against the shared schemas they
-        publish; raise if any fails. Runs in a worker thread (see :mod:`gateway.versioning`)."""
+        publish; raise if any fails. Runs in a worker thread (see :mod:`gateway.control.versioning`)."""
         _refuse_conflicts(active, self._active)
         resources = SchemaResources(schema for spec, _ in active.values() for schema in spec.shared_schemas)
         if resources.fingerprint == self._resources.fingerprint:

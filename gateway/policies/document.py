@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from jsonschema.validators import Draft202012Validator
 
-from gateway.contracts.document import Action, ContractDocumentError, schema_errors
+from gateway.contracts.document import Action, ContractDocumentError, failure_modes, schema_errors
+from gateway.outcomes import Verdict
 
 #: Methods whose semantics make a repeat safe (RFC 9110 §9.2.2); others need an ``Idempotency-Key``.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -128,7 +129,7 @@ class PolicySpec:
     id: str
     route: str | None
     contract: str | None
-    failure_modes: Mapping[str, Action] = field(default_factory=dict)
+    failure_modes: Mapping[Verdict, Action] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     retry: Retry | None = None
     breaker: Breaker | None = None
@@ -138,7 +139,13 @@ class PolicySpec:
     fallback: Fallback | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def failure_statuses(self) -> frozenset[int]:
+        """Agent answers that count as ``upstream_error`` (for the breaker, and for retries when configured)."""
+        return self.retry.statuses if self.retry is not None else DEFAULT_FAILURE_STATUSES
 
+
+DEFAULT_FAILURE_STATUSES = Retry().statuses
 DEFAULT_POLICY = PolicySpec(id="default", route=None, contract=None)
 """In force where no policy is attached: no retries, no breaker, checkpoints on ``Idempotency-Key``."""
 
@@ -167,7 +174,7 @@ def parse_policy(doc: Mapping[str, Any]) -> PolicySpec:
         id=doc["id"],
         route=doc["attach"].get("route"),
         contract=doc["attach"].get("contract"),
-        failure_modes=dict(doc.get("failure_modes", {})),
+        failure_modes=failure_modes(doc.get("failure_modes", {})),
         timeouts=Timeouts(**doc.get("timeouts", {})),
         retry=_retry(doc.get("retry")),
         breaker=Breaker(**doc["breaker"]) if "breaker" in doc else None,

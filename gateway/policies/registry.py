@@ -6,9 +6,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gateway.control.versioning import DocumentConflict, VersionedRegistry
 from gateway.policies.document import DEFAULT_POLICY, PolicySpec, parse_policy
 from gateway.store.base import Store
-from gateway.versioning import DocumentConflict, VersionedRegistry
 
 log = logging.getLogger("agent_gateway.policies")
 

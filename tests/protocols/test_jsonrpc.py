@@ -21,7 +21,7 @@ from gateway.protocols.jsonrpc import (
 )
 
 PROBLEM = {
-    "type": "https://agent-gateway.dev/problems/request-invalid",
+    "type": "https://agent-gateway.dev/problems/request_invalid",
     "title": "Request violates contract",
     "status": 422,
     "detail": "The request violates contract 'tools.add' version 1: 1 violation(s).",

@@ -89,7 +89,7 @@ async def test_streamed_content_is_checked_when_its_choice_finishes(chat_peer: F
 
 
 async def test_the_openai_client_surfaces_the_problem_of_a_stream_error(chat_peer: FakeChat) -> None:
-    problem = {"type": "https://agent-gateway.dev/problems/response-invalid", "detail": "chunk 2 breaks the contract"}
+    problem = {"type": "https://agent-gateway.dev/problems/response_invalid", "detail": "chunk 2 breaks the contract"}
     chat_peer.replies.append(Reply("0123456789abcdef", inject={2: serialize(json.dumps(stream_error(problem)))}))
     async with openai_client(chat_peer.url) as client:
         stream = await client.chat.completions.create(

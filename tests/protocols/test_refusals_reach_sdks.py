@@ -23,7 +23,7 @@ from tests.protocols.conftest import Peer
 from tests.protocols.peers import a2a_send, mcp_app, mcp_server, mcp_session, serve_asgi
 
 PROBLEM = {
-    "type": "https://agent-gateway.dev/problems/request-invalid",
+    "type": "https://agent-gateway.dev/problems/request_invalid",
     "title": "Request violates contract",
     "status": 422,
     "detail": "The request violates contract 'demo' version 1: 1 violation(s).",

@@ -1,4 +1,4 @@
-"""What the proxy answers when the attempts are over and failed: escalate, fall back, or reject.
+"""Recovery: what the caller gets when a handoff failed for good — escalate, fall back, or reject.
 
 - ``escalate``: the handoff goes to the dead-letter queue with everything a person needs (redacted by the
   gateway's one :class:`~gateway.redaction.Redactor`), the webhook is notified, and the caller gets the policy's
@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
-from gateway.attempts import Failure
-from gateway.errors import AdminError, Escalated, FallbackInvalid, GatewayError, problem_response
-from gateway.exchange import Exchange
-from gateway.observe import ESCALATION_FAILED_NOTE
-from gateway.policies.document import PolicySpec
+from gateway.config import Limits
+from gateway.control.routes import RouteRegistry
+from gateway.dataplane.chain import Next
+from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.failures import Failure
+from gateway.dataplane.upstream import Upstream
+from gateway.errors import AdminError, Escalated, FallbackInvalid, GatewayError, StoreUnavailable, problem_response
+from gateway.headers import ESCALATION_ID, ESCALATION_STATUS, RETRY_AFTER
+from gateway.observability.observe import ESCALATION_FAILED_NOTE
+from gateway.policies.document import Fallback
 from gateway.policies.escalation import (
     OUTCOME_PATH,
     EscalationNotFound,
@@ -35,18 +39,11 @@ from gateway.policies.escalation import (
     Escalations,
     new_item_id,
 )
-from gateway.redaction import Redactor, redactor_for
-from gateway.routes import RouteRegistry
-from gateway.state import STATE
+from gateway.redaction import Redactor
 from gateway.store.base import EscalationItem
-from gateway.verdicts import mark
-
-if TYPE_CHECKING:
-    from gateway.proxy import Proxy
 
 log = logging.getLogger("agent_gateway.escalation")
 
-FALLBACK_HEADER = "X-Fallback"
 ESCALATION_RETRY_AFTER = 5
 
 
@@ -65,97 +62,98 @@ class EscalationUnavailable(GatewayError):
         self.reason = reason
 
     def headers(self) -> Mapping[str, str]:
-        return {"Retry-After": str(ESCALATION_RETRY_AFTER)}
+        return {RETRY_AFTER: str(ESCALATION_RETRY_AFTER)}
 
     def extensions(self) -> dict[str, Any]:
         return {"reason": self.reason}
 
 
-class Recovery:
-    def __init__(self, escalations: Escalations, routes: RouteRegistry, max_violations: int) -> None:
-        self.escalations = escalations
-        self._routes = routes
-        self._max_violations = max_violations
+class Recover:
+    """Catches the :class:`Failure` raised below (a refused request, or attempts that ended in failure)."""
 
-    async def recover(
-        self, proxy: Proxy, exchange: Exchange, failure: Failure, policy: PolicySpec, body: bytes | None,
-        key: str | None,
-    ) -> web.StreamResponse:  # fmt: skip
+    def __init__(
+        self, escalations: Escalations, routes: RouteRegistry, upstream: Upstream, redactor: Redactor, limits: Limits
+    ) -> None:
+        self._escalations = escalations
+        self._routes = routes
+        self._upstream = upstream
+        self._redactor = redactor
+        self._max_violations = limits.max_violations
+        self._offload_bytes = limits.offload_bytes
+
+    async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
+        try:
+            return await call_next(exchange)
+        except Failure as failure:
+            return await self._recover(exchange, failure)
+
+    async def _recover(self, exchange: Exchange, failure: Failure) -> web.StreamResponse:
+        fallback = exchange.policy.fallback
         if failure.action == "escalate":
-            return await self._escalate(proxy, exchange, failure, policy, body, key)
-        if failure.action == "fallback" and policy.fallback is not None:
-            return await self._fallback(proxy, exchange, failure, policy, body)
+            return await self._escalate(exchange, failure)
+        if failure.action == "fallback" and fallback is not None:
+            return await self._fallback(exchange, failure, fallback)
         if failure.response is not None:
-            mark(exchange, failure.response.headers)
             return failure.response.to_web()
         raise failure.error
 
-    async def _escalate(
-        self, proxy: Proxy, exchange: Exchange, failure: Failure, policy: PolicySpec, body: bytes | None,
-        key: str | None,
-    ) -> web.StreamResponse:  # fmt: skip
-        item = await self._item(exchange, failure, body, key)
+    async def _escalate(self, exchange: Exchange, failure: Failure) -> web.StreamResponse:
+        escalation = exchange.policy.escalation
+        item = await self._item(exchange, failure)
         try:
-            await self.escalations.escalate(item, policy.escalation.webhook)
+            await self._escalations.escalate(item, escalation.webhook)
         except EscalationNotStored as exc:
             log.error(
-                "could not escalate a failed handoff (%s); the caller is told to retry", failure.condition,
+                "could not escalate a failed handoff (%s); the caller is told to retry", failure.condition.value,
                 exc_info=exc, extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id},
             )  # fmt: skip
             exchange.notes.append(ESCALATION_FAILED_NOTE)
-            raise EscalationUnavailable(failure.condition) from failure.error
+            raise EscalationUnavailable(failure.condition.value) from failure.error
         exchange.notes.append(f"escalation={item.id}")
         outcome = OUTCOME_PATH + item.id
-        if policy.escalation.respond_status == 503:
-            raise Escalated(item.id, failure.condition, outcome) from failure.error
+        if escalation.respond_status == 503:
+            raise Escalated(item.id, failure.condition.value, outcome) from failure.error
         exchange.status = 202
-        headers = {"Location": outcome}
-        mark(exchange, headers)
-        document = {"escalation_id": item.id, "status": "pending", "reason": failure.condition, "outcome_url": outcome}
-        return web.json_response(document, status=202, headers=headers)
+        document = {
+            "escalation_id": item.id, "status": "pending", "reason": failure.condition.value, "outcome_url": outcome
+        }  # fmt: skip
+        return web.json_response(document, status=202, headers={"Location": outcome})
 
-    async def _item(self, exchange: Exchange, failure: Failure, body: bytes | None, key: str | None) -> EscalationItem:
+    async def _item(self, exchange: Exchange, failure: Failure) -> EscalationItem:
         """The DLQ item, redacted: credential headers, and the configured pointers in both bodies and in the
         violation messages. Large bodies are parsed and redacted in a worker thread, off the event loop."""
         assert exchange.route is not None
-        request, contract = exchange.request, exchange.contract
-        config = request.app[STATE].config
-        redactor = redactor_for(config.audit)
+        request, contract, redactor = exchange.request, exchange.contract, self._redactor
         request_body, upstream_body = await _redact_bodies(
-            redactor, body, exchange.response_body, config.limits.offload_bytes
+            redactor, exchange.request_body, exchange.response_body, self._offload_bytes
         )
         return EscalationItem(
-            id=new_item_id(), created_at=time.time(), status="pending", reason=failure.condition,
+            id=new_item_id(), created_at=time.time(), status="pending", reason=failure.condition.value,
             route=exchange.route.name, method=request.method, path=exchange.path, query=exchange.query,
             request_headers=redactor.header_values(request.headers),
             request_body=request_body, trace_id=exchange.trace_id, run_id=exchange.run_id, attempts=failure.attempts,
             contract=contract.id if contract else None, contract_version=contract.version if contract else None,
             upstream_status=failure.response.status if failure.response else (exchange.status or None),
-            upstream_body=upstream_body, violations=redactor.violations(exchange.violations), checkpoint_key=key,
+            upstream_body=upstream_body, violations=redactor.violations(exchange.violations),
+            checkpoint_key=exchange.checkpoint_key,
         )  # fmt: skip
 
-    async def _fallback(
-        self, proxy: Proxy, exchange: Exchange, failure: Failure, policy: PolicySpec, body: bytes | None
-    ) -> web.StreamResponse:
-        fallback = policy.fallback
-        assert fallback is not None
+    async def _fallback(self, exchange: Exchange, failure: Failure, fallback: Fallback) -> web.StreamResponse:
         if fallback.route is not None:
             route = self._routes.table.get(fallback.route)
             if route is None:
                 raise failure.error
-            async with proxy.send(exchange, route, body) as upstream:
-                status, answer = upstream.status, await upstream.read()
-                content_type = upstream.content_type
+            async with self._upstream.call(exchange, route, exchange.request_body, None) as answer:
+                status, body, content_type = answer.status, await answer.read(), answer.content_type
             origin = f"route:{route.name}"
         else:
-            status, answer, content_type = fallback.status, orjson.dumps(fallback.body), "application/json"
+            status, body, content_type = fallback.status, orjson.dumps(fallback.body), "application/json"
             origin = "static"
-        self._check_fallback(exchange, status, answer, content_type)
+        self._check_fallback(exchange, status, body, content_type)
         exchange.status = status
+        exchange.fallback = origin
         exchange.notes.append(f"fallback={origin}")
-        headers = CIMultiDict({"Content-Type": content_type, FALLBACK_HEADER: origin})
-        mark(exchange, headers)
-        return web.Response(body=answer, status=status, headers=headers)
+        return web.Response(body=body, status=status, headers={"Content-Type": content_type})
 
     def _check_fallback(self, exchange: Exchange, status: int, answer: bytes, content_type: str) -> None:
         contract = exchange.contract
@@ -167,10 +165,16 @@ class Recovery:
                 total=total,
             )  # fmt: skip
 
-    async def outcome(self, request: web.Request) -> web.Response:
-        """``GET /.well-known/agent-gateway/escalations/{id}`` on the data plane: the caller polls here."""
+
+def escalation_outcome(escalations: Escalations) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /.well-known/agent-gateway/escalations/{id}`` on the data plane: where a caller whose handoff was
+    escalated polls for the person's answer (202 while pending, the answer once resolved, 410 if discarded)."""
+
+    async def outcome(request: web.Request) -> web.Response:
         try:
-            item = await self.escalations.get(request.match_info["id"])
+            item = await escalations.get(request.match_info["id"])
+        except StoreUnavailable as exc:
+            return problem_response(exc, None)
         except EscalationNotFound:
             missing = AdminError(
                 404, f"No escalation {request.match_info['id']!r}.", kind="not-found", title="Not found"
@@ -179,10 +183,12 @@ class Recovery:
         if item.status in ("resolved", "replayed") and item.resolution_status is not None:
             return web.Response(
                 body=item.resolution_body, status=item.resolution_status, content_type="application/json",
-                headers={"X-Escalation-Status": item.status, "X-Escalation-Id": item.id},
+                headers={ESCALATION_STATUS: item.status, ESCALATION_ID: item.id},
             )  # fmt: skip
         view = {"id": item.id, "status": item.status, "reason": item.reason, "created_at": item.created_at}
         return web.json_response(view, status=410 if item.status == "discarded" else 202)
+
+    return outcome
 
 
 async def _redact_bodies(

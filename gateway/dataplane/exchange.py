@@ -1,4 +1,8 @@
-"""The state one proxied request accumulates as it moves through the pipeline's steps."""
+"""The state one proxied request accumulates as it travels down the chain of stages (``gateway/dataplane``).
+
+Each stage fills in what it decides (the route, the contract, the policy, the body, the verdict) and later stages
+read it; nothing on the exchange is shared between requests.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from opentelemetry.trace import Span
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from gateway.config import RouteSpec
 from gateway.contracts.validation import CompiledContract
 from gateway.errors import Direction, Violation
+from gateway.headers import STEP
+from gateway.outcomes import Verdict
+from gateway.policies.document import DEFAULT_POLICY, PolicySpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,35 +26,33 @@ class AttemptSummary:
     """A failed attempt that was retried, kept for the audit trail."""
 
     number: int
-    condition: str
-    """Why it was retried: ``response_invalid``, ``timeout`` or ``upstream_error``."""
+    condition: Verdict
+    """Why it was retried (also its verdict): ``response_invalid``, ``upstream_timeout`` or ``upstream_error``."""
     status: int
-    verdict: str
     violations: tuple[dict[str, str], ...]
     violation_count: int
     upstream_seconds: float | None
     response_body: bytes | None
 
 
-_ATTEMPT_VERDICTS = {"timeout": "upstream_timeout", "upstream_error": "upstream_error"}
-
-
 @dataclass(slots=True)
 class Exchange:
     request: web.Request
-    span: Span
-    trace_id: str
-    run_id: str
-    source: str
+    span: Span = INVALID_SPAN
+    trace_id: str = ""
+    run_id: str = ""
+    source: str = "unknown"
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     route: RouteSpec | None = None
     path: str = "/"
+    """Canonical, percent-encoded, the route prefix stripped: what the agent receives (see ``target.py``)."""
     query: str = ""
     """Percent-encoded as received: the gateway never re-quotes what it forwards."""
     contract: CompiledContract | None = None
-    verdict: str | None = None
-    """``valid``, ``request_invalid``, ``response_invalid``, ``stale_context``, ``upstream_*`` or None."""
+    policy: PolicySpec = DEFAULT_POLICY
+    checkpoint_key: str | None = None
+    verdict: Verdict | None = None
     violations: list[dict[str, str]] = field(default_factory=list)
     violation_count: int = 0
     notes: list[str] = field(default_factory=list)
@@ -61,30 +66,37 @@ class Exchange:
     committed: bool = False
     """True once response headers were sent: a later failure can only abort the connection."""
     attempt: int = 1
+    attempt_budget: float | None = None
+    """Seconds this attempt may take (the attempt timeout, or what is left of the deadline)."""
+    act_on_failed_status: bool = False
+    """Whether a listed 5xx on this attempt is a failure the policy acts on (retry, escalate, fall back) rather
+    than an answer to relay as it is; decided by the attempts stage, which alone knows if attempts are left."""
     failed_attempts: list[AttemptSummary] = field(default_factory=list)
-    request_verdict: str | None = None
+    request_verdict: Verdict | None = None
+    request_notes: int = 0
+    """How many ``notes`` the request check left (kept across retries; later ones belong to one attempt)."""
     breaker_state: str | None = None
     checkpoint: str | None = None
-    """``hit`` when the answer came from a stored checkpoint, ``stored`` when this answer was stored."""
+    """``hit`` (answered from a checkpoint), ``stored`` (this answer was kept), ``bypass`` (the store failed)."""
+    fallback: str | None = None
+    """``static`` or ``route:<name>`` when the answer is a policy's fallback."""
 
     @property
     def attempt_seconds(self) -> float:
         return time.perf_counter() - self.upstream_started if self.upstream_started else 0.0
 
-    def retry(self, status: int, condition: str) -> None:
+    def retry(self, status: int, condition: Verdict) -> None:
         """Close the current attempt as failed and reset what the next attempt will fill in again."""
-        response = [v for v in self.violations if v["direction"] == "response"]
+        response = tuple(v for v in self.violations if v["direction"] == "response")
         self.failed_attempts.append(
             AttemptSummary(
-                self.attempt, condition, status, _ATTEMPT_VERDICTS.get(condition, self.verdict or condition),
-                tuple(response),
-                len(response), self.upstream_seconds, self.response_body,
+                self.attempt, condition, status, response, len(response), self.upstream_seconds, self.response_body
             )
-        )  # fmt: skip
+        )
         self.violations = [v for v in self.violations if v["direction"] == "request"]
         self.violation_count = len(self.violations)
         self.verdict = self.request_verdict
-        self.notes.clear()
+        del self.notes[self.request_notes :]
         self.response_body = self.response_document = self.upstream_seconds = None
         self.upstream_started = 0.0
         self.attempt += 1
@@ -92,7 +104,7 @@ class Exchange:
     @property
     def step(self) -> str:
         """``X-Step`` when the caller names it, else the operation (method and path template)."""
-        named = self.request.headers.get("X-Step")
+        named = self.request.headers.get(STEP)
         if named:
             return named
         template = self.contract.spec.operation.path if self.contract else self.path

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.audit import AuditLog
 from gateway.config import GatewayConfig
 from gateway.contracts.registry import ContractRegistry
-from gateway.metrics import Metrics
+from gateway.control.routes import RouteRegistry
+from gateway.observability.audit import AuditLog
+from gateway.observability.metrics import Metrics
 from gateway.policies.breaker import BreakerRegistry
 from gateway.policies.escalation import Escalations
 from gateway.policies.registry import PolicyRegistry
-from gateway.routes import RouteRegistry
 from gateway.store.base import Store
 
 

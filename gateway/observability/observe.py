@@ -13,14 +13,14 @@ from dataclasses import replace
 
 from prometheus_client import Counter
 
-from gateway.audit import AuditLog
 from gateway.config import AuditSettings
-from gateway.exchange import AttemptSummary, Exchange
-from gateway.logs import ACCESS_LOGGER
-from gateway.metrics import Metrics
+from gateway.dataplane.exchange import AttemptSummary, Exchange
+from gateway.observability.audit import AuditLog
+from gateway.observability.logs import ACCESS_LOGGER
+from gateway.observability.metrics import Metrics
+from gateway.outcomes import Verdict, classify
 from gateway.redaction import redactor_for
 from gateway.store.base import HandoffRecord
-from gateway.taxonomy import classify
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -50,7 +50,7 @@ class Observer:
     def finish(self, exchange: Exchange) -> None:
         elapsed = time.perf_counter() - exchange.started
         route = exchange.route.name if exchange.route else "-"
-        verdict = exchange.verdict or "unchecked"
+        verdict = exchange.verdict or Verdict.UNCHECKED
         taxonomy = classify(verdict, exchange.violations)
         self._measure(exchange, route, verdict, taxonomy, elapsed)
         for failed in exchange.failed_attempts:
@@ -67,7 +67,7 @@ class Observer:
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %d %s",
-                exchange.request.method, exchange.request.path, exchange.status, verdict,
+                exchange.request.method, exchange.path, exchange.status, verdict,
                 extra={
                     "trace_id": exchange.trace_id, "run_id": exchange.run_id, "route": route,
                     "source": exchange.source, "status": exchange.status, "verdict": verdict,
@@ -111,6 +111,7 @@ class Observer:
             upstream_ms=_ms(exchange.upstream_seconds),
             contract=contract.id if contract else None,
             contract_version=contract.version if contract else None,
+            checkpoint=exchange.checkpoint,
             violations=redactor.violations(exchange.violations),
             violation_count=exchange.violation_count,
             category=taxonomy[0] if taxonomy else None,
@@ -123,8 +124,8 @@ class Observer:
 
     def _attempt_record(self, exchange: Exchange, failed: AttemptSummary) -> HandoffRecord:
         """A retried attempt: what the agent answered that time, and why it was not accepted."""
-        taxonomy = classify(failed.verdict, failed.violations)
-        base = self._record(exchange, failed.verdict, taxonomy, failed.upstream_seconds or 0.0)
+        taxonomy = classify(failed.condition, failed.violations)
+        base = self._record(exchange, failed.condition, taxonomy, failed.upstream_seconds or 0.0)
         return replace(
             base, attempt=failed.number, status=failed.status, violations=self._redactor.violations(failed.violations),
             violation_count=failed.violation_count, upstream_ms=_ms(failed.upstream_seconds),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +35,28 @@ _DROP_WHEN_STREAMED = HOP_BY_HOP | {"host"}  # a streamed body keeps its Content
 _DROP_WHEN_RESENT = HOP_BY_HOP | _RECOMPUTED
 VIA = "1.1 agent-gateway"
 STREAM_CHUNK = 64 * 1024
+
+
+class Chunks(Protocol):
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class Answer(Protocol):
+    """What the gateway reads of an agent's answer (an ``aiohttp.ClientResponse`` is one)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content(self) -> Chunks: ...
+    async def read(self) -> bytes: ...
 
 
 def new_session(timeouts: Timeouts, *, pool_size: int = 0) -> aiohttp.ClientSession:
@@ -74,7 +97,7 @@ def upstream_request_headers(request: web.Request, *, keep_length: bool) -> CIMu
     return headers
 
 
-def downstream_response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def downstream_response_headers(upstream: Answer) -> CIMultiDict[str]:
     """Upstream response headers to relay: end-to-end ones only, ``Content-Length`` recomputed, ``Via`` added."""
     headers = _end_to_end(upstream.headers, _DROP_WHEN_RESENT)
     headers["Via"] = f"{upstream.headers['Via']}, {VIA}" if "Via" in upstream.headers else VIA
@@ -114,7 +137,7 @@ async def read_request_body(request: web.Request, limit: int, idle: float) -> by
     return b"".join([chunk async for chunk in _chunks(request, limit, idle)])
 
 
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+async def read_limited(response: Answer, limit: int) -> bytes | None:
     """The whole upstream body, or ``None`` if it is longer than ``limit`` bytes."""
     if response.content_length is not None:
         return None if response.content_length > limit else await response.read()

@@ -1,11 +1,18 @@
-"""One upstream attempt: a CLIENT span (when sampled), trace context, run id and deadline injected, and every
-transport failure mapped to a :class:`GatewayError` raised ``from`` the original."""
+"""Calling an agent: the :class:`Upstream` interface the relay and the fallback use, and its HTTP implementation.
+
+One call is a CLIENT span (when sampled), trace context, run id and deadline injected, and every transport
+failure mapped to a :class:`GatewayError` raised ``from`` the original. Tests swap in the in-memory
+implementation in :mod:`gateway.testing` (as httpx's ``MockTransport``), so the stages above get fast
+table-driven tests without sockets.
+"""
 
 from __future__ import annotations
 
 import io
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import aiohttp
 from multidict import CIMultiDict
@@ -14,14 +21,21 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from yarl import URL
 
 from gateway.config import Limits, RouteSpec, Timeouts
+from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.transport import Answer, stream_request_body, upstream_request_headers, upstream_url
 from gateway.errors import PayloadTooLarge, RequestTimeout, UpstreamError, UpstreamTimeout
-from gateway.exchange import Exchange
-from gateway.telemetry import inject_upstream
-from gateway.transport import stream_request_body, upstream_request_headers, upstream_url
-from gateway.verdicts import RUN_HEADER
+from gateway.headers import DEADLINE, RUN
+from gateway.observability.telemetry import inject_upstream
 
-DEADLINE_HEADER = "X-Request-Timeout-Ms"
 LARGE_BODY = 1024 * 1024
+
+
+class Upstream(Protocol):
+    """Sends one request to an agent: the exchange's own route, or a fallback's."""
+
+    def call(
+        self, exchange: Exchange, route: RouteSpec, body: bytes | None, budget: float | None
+    ) -> AbstractAsyncContextManager[Answer]: ...
 
 
 class UpstreamCall:
@@ -108,6 +122,22 @@ class UpstreamCall:
             raise UpstreamError(self._route, detail) from exc
 
 
+class HttpUpstream:
+    """:class:`Upstream` over the one pooled ``aiohttp`` session."""
+
+    def __init__(self, session: aiohttp.ClientSession, tracer: Tracer, limits: Limits, timeouts: Timeouts) -> None:
+        self._session = session
+        self._tracer = tracer
+        self._limits = limits
+        self._timeouts = timeouts
+
+    def call(self, exchange: Exchange, route: RouteSpec, body: bytes | None, budget: float | None) -> UpstreamCall:
+        return prepare_call(
+            session=self._session, tracer=self._tracer, limits=self._limits, timeouts=self._timeouts,
+            exchange=exchange, route=route, body=body, budget=budget,
+        )  # fmt: skip
+
+
 def prepare_call(
     *,
     session: aiohttp.ClientSession,
@@ -124,9 +154,9 @@ def prepare_call(
     request = exchange.request
     streamed = body is None
     headers = upstream_request_headers(request, keep_length=streamed)
-    headers[RUN_HEADER] = exchange.run_id
+    headers[RUN] = exchange.run_id
     if budget is not None:
-        headers[DEADLINE_HEADER] = str(max(1, int(budget * 1000)))
+        headers[DEADLINE] = str(max(1, int(budget * 1000)))
     if exchange.contract is not None and exchange.contract.responses:
         headers["Accept-Encoding"] = "identity"
     data: AsyncIterator[bytes] | io.BytesIO | bytes | None = body

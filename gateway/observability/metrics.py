@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.policies.breaker import BreakerRegistry
+from gateway.policies.breaker import BreakerRegistry, State
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
 
-BREAKER_STATES = ("closed", "open", "half_open", "forced_open", "disabled")
+BREAKER_STATES = tuple(state.value for state in State)
 
 
 class _Live(Collector):

@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from gateway.config import AuditSettings
+from gateway.outcomes import FAULTY
 from gateway.store.base import HandoffRecord, Store
 
 log = logging.getLogger("agent_gateway.audit")
 
-FAULTY_VERDICTS = frozenset({"request_invalid", "response_invalid", "stale_context"})
 MAX_RETRY_DELAY = 5.0
 """Seconds between write attempts at most while the store keeps failing."""
 
@@ -157,7 +157,7 @@ def timeline(run_id: str, records: Sequence[HandoffRecord]) -> Timeline:
     already received tainted content), or when its request bytes are exactly a tainted response's bytes.
     """
     ordered = sorted(records, key=lambda r: r.started_at)
-    entry = next((r for r in ordered if r.verdict in FAULTY_VERDICTS), None)
+    entry = next((r for r in ordered if r.verdict in FAULTY), None)
     downstream: list[HandoffRecord] = []
     if entry is not None:
         tainted = {_producer(entry)}

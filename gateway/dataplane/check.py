@@ -1,0 +1,76 @@
+"""Check the request against its contract: body, headers and query schemas, then stale context.
+
+A refused request is never sent to the agent. Its verdict's declared action decides what the caller gets: the
+problem document (``reject``, the default), or — for ``escalate`` and ``fallback`` — a :class:`Failure` that the
+recovery stage above carries out. A body of ``limits.offload_bytes`` or more is parsed and checked in the
+validation pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Limits
+from gateway.contracts.context import ContextTracker
+from gateway.contracts.validation import CompiledContract
+from gateway.dataplane.chain import Next
+from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.failures import AttemptFailed, Failure
+from gateway.dataplane.verdicts import judge
+from gateway.errors import ContractViolation, StoreUnavailable
+from gateway.outcomes import Verdict
+
+
+class CheckRequest:
+    def __init__(self, context: ContextTracker, limits: Limits, *, keep_payloads: bool) -> None:
+        self._context = context
+        self._max_violations = limits.max_violations
+        self._offload_bytes = limits.offload_bytes
+        self._keep_payloads = keep_payloads
+
+    async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
+        contract = exchange.contract
+        if contract is not None:
+            try:
+                document = await self._check_schemas(exchange, contract)
+                await self._check_context(exchange, contract, document)
+            except ContractViolation as refused:
+                raise _refusal(exchange, contract, refused) from refused
+        exchange.request_verdict = exchange.verdict
+        exchange.request_notes = len(exchange.notes)
+        return await call_next(exchange)
+
+    async def _check_schemas(self, exchange: Exchange, contract: CompiledContract) -> Any:
+        """The parsed body (kept on the exchange only if the audit keeps payloads: a parsed 100 KiB document is
+        thousands of objects the garbage collector would otherwise keep scanning)."""
+        document, (violations, total) = await contract.check_request_off_loop(
+            exchange.request, exchange.request_body, self._max_violations, self._offload_bytes
+        )
+        if self._keep_payloads:
+            exchange.request_document = document
+        judge(exchange, contract, "request", violations, total)
+        return document
+
+    async def _check_context(self, exchange: Exchange, contract: CompiledContract, document: Any) -> None:
+        consumes = contract.spec.consumes
+        if consumes is None:
+            return
+        try:
+            stale = await self._context.check(exchange.run_id, consumes, document, exchange.request.headers)
+        except StoreUnavailable:
+            if exchange.policy.context.on_store_error == "refuse":
+                raise  # 503: a request is never passed on as checked when it was not
+            exchange.notes.append("context=unchecked")
+            return
+        if stale is not None:
+            judge(exchange, contract, "request", (stale,), 1, verdict=Verdict.STALE_CONTEXT)
+
+
+def _refusal(exchange: Exchange, contract: CompiledContract, refused: ContractViolation) -> Exception:
+    verdict = exchange.verdict or Verdict.REQUEST_INVALID
+    action = contract.spec.action(verdict)
+    if action in ("escalate", "fallback"):
+        return Failure(AttemptFailed(verdict, refused), action, attempts=0)
+    return refused

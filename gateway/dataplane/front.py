@@ -1,0 +1,106 @@
+"""The front of the chain: observe every handoff, and answer every refusal in one shape.
+
+- :class:`Observe` opens the exchange (trace context joined, run id, source agent, SERVER span) and, whatever
+  happens below, reports it once: audit record, metrics, log line (``gateway/observability/observe.py``).
+- :class:`Respond` is the one place a :class:`GatewayError` becomes a problem document (and an unexpected
+  exception a logged 500-free problem): nothing below it builds an error answer.
+- :func:`stamp` is the one place the handoff's own headers (``X-Run-Id``, ``X-Contract-Verdict``,
+  ``X-Checkpoint``, ``X-Fallback``) are written, as aiohttp prepares any answer — buffered or streamed, so a
+  streamed answer carries them too. Every answer says its verdict, ``unchecked`` where no contract applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from aiohttp import web
+from opentelemetry import baggage
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
+
+from gateway.dataplane.chain import Next
+from gateway.dataplane.exchange import Exchange
+from gateway.errors import GatewayError, problem_response
+from gateway.headers import AGENT, CHECKPOINT, FALLBACK, RUN, VERDICT
+from gateway.observability.observe import Observer
+from gateway.observability.telemetry import RUN_BAGGAGE, trace_id_of
+from gateway.outcomes import Verdict
+
+log = logging.getLogger("agent_gateway.proxy")
+
+EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("agent_gateway_exchange", Exchange)
+
+
+class Observe:
+    def __init__(self, tracer: Tracer, propagator: TextMapPropagator, observer: Observer) -> None:
+        self._tracer = tracer
+        self._propagator = propagator
+        self._observer = observer
+
+    async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
+        self._begin(exchange)
+        try:
+            return await call_next(exchange)
+        finally:
+            self._observer.finish(exchange)
+            exchange.span.end()
+
+    def _begin(self, exchange: Exchange) -> None:
+        request = exchange.request
+        parent = self._propagator.extract(request.headers)
+        run_id = request.headers.get(RUN) or baggage.get_baggage(RUN_BAGGAGE, parent)
+        exchange.run_id = str(run_id) if run_id else f"{random.getrandbits(64):016x}"  # an id, not a secret
+        exchange.source = request.headers.get(AGENT, "unknown")
+        span = exchange.span = self._tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
+        exchange.trace_id = trace_id_of(span)
+        if span.is_recording():
+            span.set_attributes({"run.id": exchange.run_id, "agent.source": exchange.source})
+        request[EXCHANGE] = exchange
+
+
+class Respond:
+    async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
+        try:
+            return await call_next(exchange)
+        except GatewayError as exc:
+            if exchange.committed:
+                raise  # the status line is gone: aiohttp can only cut the connection, which tells the caller
+            return refuse(exchange, exc)
+        except Exception:
+            if exchange.committed:
+                raise
+            log.exception("unexpected failure", extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id})
+            return refuse(exchange, GatewayError("The gateway failed unexpectedly; see its logs."))
+
+
+def refuse(exchange: Exchange, error: GatewayError) -> web.Response:
+    """The problem document for ``error``; its verdict, when it reports an outcome, becomes the exchange's."""
+    status = exchange.status = error.status_code()
+    if error.verdict is not None:
+        exchange.verdict = error.verdict
+    exchange.span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        exchange.span.set_status(StatusCode.ERROR, error.detail)
+    return problem_response(error, exchange.trace_id)
+
+
+async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the handoff's headers on every answer of the data plane."""
+    exchange = request.get(EXCHANGE)
+    if exchange is None:
+        return  # not a proxied request (the escalation outcome endpoint)
+    headers = response.headers
+    headers[RUN] = exchange.run_id
+    if exchange.checkpoint is not None:
+        headers[CHECKPOINT] = exchange.checkpoint
+    if exchange.fallback is not None:
+        headers[FALLBACK] = exchange.fallback
+    contract = exchange.contract
+    parts = [(exchange.verdict or Verdict.UNCHECKED).value]
+    if contract is not None:
+        parts += (f"contract={contract.id}", f"version={contract.version}")
+    parts += exchange.notes
+    if exchange.attempt > 1:
+        parts.append(f"attempts={exchange.attempt}")
+    headers[VERDICT] = "; ".join(parts)
