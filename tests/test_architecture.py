@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 STAGES = frozenset(
-    f"gateway.dataplane.{name}" for name in ("front", "routing", "recover", "check", "checkpoint", "attempts", "relay")
+    f"gateway.dataplane.{name}"
+    for name in ("front", "routing", "rpc", "recover", "check", "checkpoint", "attempts", "relay")
 )
 
 

@@ -64,6 +64,22 @@ class Operation:
 
 
 @dataclass(frozen=True, slots=True)
+class RpcOperation:
+    """A JSON-RPC method (and, for MCP ``tools/call``, a tool) called on the operation's method and path."""
+
+    method: str
+    tool: str | None = None
+    params: Any | None = None
+    result: Any | None = None
+    error: Any | None = None
+
+    @property
+    def name(self) -> str:
+        """How spans, audit steps and metrics name it: ``tools/call add``, ``SendMessage``."""
+        return self.method if self.tool is None else f"{self.method} {self.tool}"
+
+
+@dataclass(frozen=True, slots=True)
 class ArtifactRef:
     """Where a payload carries the artifact a run builds on: a version (pointer or header) or the artifact
     itself embedded at a pointer, matched by digest against earlier outputs."""
@@ -93,6 +109,9 @@ class ContractSpec:
     raw: Mapping[str, Any] = field(repr=False)
     produces: ArtifactRef | None = None
     consumes: ArtifactRef | None = None
+    rpc: RpcOperation | None = None
+    events: Mapping[str, Any] = field(default_factory=dict)
+    """Schemas for each ``data:`` event of a ``text/event-stream`` answer, by status."""
 
     def action(self, failure_mode: Verdict) -> Action:
         """The declared action, or ``pass`` for everything when the contract is in shadow mode."""
@@ -129,6 +148,9 @@ def _schema_locations(doc: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], Any
         (("request", part), request[part]) for part in ("body", "headers", "query") if part in request
     ]
     found += [(("responses", status), schema) for status, schema in doc.get("responses", {}).items()]
+    found += [(("events", status), schema) for status, schema in doc.get("events", {}).items()]
+    rpc = doc.get("jsonrpc", {})
+    found += [(("jsonrpc", part), rpc[part]) for part in ("params", "result", "error") if part in rpc]
     found += [(("schemas", i), schema) for i, schema in enumerate(doc.get("schemas", []))]
     return found
 
@@ -169,6 +191,8 @@ def parse_contract(doc: Mapping[str, Any]) -> ContractSpec:
         raw=doc,
         produces=_artifact(doc, "produces"),
         consumes=_artifact(doc, "consumes"),
+        rpc=RpcOperation(**doc["jsonrpc"]) if "jsonrpc" in doc else None,
+        events=dict(doc.get("events", {})),
     )
 
 

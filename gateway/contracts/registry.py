@@ -65,26 +65,54 @@ class SchemaResources:
         return self._rust
 
 
-class ContractTable:
-    """Immutable index ``(route, method) → [(path template, compiled contract)]``, most specific first."""
+RpcKey = tuple[str, str | None]
+"""A JSON-RPC method and, for MCP ``tools/call``, the tool."""
 
-    __slots__ = ("_contracts", "_index", "resources")
+
+class ContractTable:
+    """Immutable indexes ``(route, method) → [(path template, compiled contract)]``, most specific first: one
+    for plain operations, one for JSON-RPC operations (``→ {(rpc method, tool): contract}`` per template)."""
+
+    __slots__ = ("_contracts", "_index", "_rpc", "resources")
 
     def __init__(self, contracts: Iterable[CompiledContract] = ()) -> None:
         self.resources = SchemaResources()
         self._contracts = {c.id: c for c in contracts}
         index: dict[tuple[str, str], list[tuple[PathTemplate, CompiledContract]]] = {}
+        rpc: dict[tuple[str, str], dict[str, tuple[PathTemplate, dict[RpcKey, CompiledContract]]]] = {}
         for contract in self._contracts.values():
-            op = contract.spec.operation
-            index.setdefault((contract.spec.route, op.method), []).append((PathTemplate(op.path), contract))
+            spec = contract.spec
+            op, key = spec.operation, (spec.route, spec.operation.method)
+            if spec.rpc is None:
+                index.setdefault(key, []).append((PathTemplate(op.path), contract))
+                continue
+            _, by_method = rpc.setdefault(key, {}).setdefault(op.path, (PathTemplate(op.path), {}))
+            by_method[(spec.rpc.method, spec.rpc.tool)] = contract
         for entries in index.values():
             entries.sort(key=lambda entry: entry[0].specificity)
         self._index = index
+        self._rpc = {
+            key: sorted(templates.values(), key=lambda entry: entry[0].specificity) for key, templates in rpc.items()
+        }
 
     def find(self, route: str, method: str, path: str) -> CompiledContract | None:
         for template, contract in self._index.get((route, method), ()):
             if template.matches(path):
                 return contract
+        return None
+
+    def binds_rpc(self, route: str, method: str, path: str) -> bool:
+        """Whether JSON-RPC contracts bind this endpoint (the body must then be read to match one)."""
+        return any(template.matches(path) for template, _ in self._rpc.get((route, method), ()))
+
+    def find_rpc(
+        self, route: str, method: str, path: str, rpc_method: str, tool: str | None
+    ) -> CompiledContract | None:
+        """The contract for a JSON-RPC call: the tool's own first, then the method's."""
+        for template, by_method in self._rpc.get((route, method), ()):
+            if template.matches(path):
+                found = by_method.get((rpc_method, tool)) if tool is not None else None
+                return found or by_method.get((rpc_method, None))
         return None
 
     def get(self, contract_id: str) -> CompiledContract | None:
@@ -120,17 +148,19 @@ def binding_conflicts(active: Active, current: Active) -> list[tuple[str, str, s
     by a contract before it. Contracts already in force (``current``) hold first, then the rest in order."""
     incoming = [cid for cid, entry in active.items() if current.get(cid) != entry]
     order = [cid for cid in active if cid not in incoming] + incoming
-    held: dict[tuple[str, str], list[tuple[PathTemplate, str]]] = {}
+    held: dict[tuple[str, str, RpcKey | None], list[tuple[PathTemplate, str]]] = {}
     found = []
     for cid in order:
         spec, _ = active[cid]
         op = spec.operation
-        template, key = PathTemplate(op.path), (spec.route, op.method.upper())
+        rpc = (spec.rpc.method, spec.rpc.tool) if spec.rpc is not None else None
+        template, key = PathTemplate(op.path), (spec.route, op.method.upper(), rpc)
         clash = next((holder for other, holder in held.get(key, ()) if template.overlaps(other)), None)
         if clash is None:
             held.setdefault(key, []).append((template, _holder(spec, active[cid][1])))
         else:
-            found.append((cid, clash, f"{key[1]} {op.path} on route {spec.route!r}"))
+            what = f" ({spec.rpc.name})" if spec.rpc is not None else ""
+            found.append((cid, clash, f"{key[1]} {op.path}{what} on route {spec.route!r}"))
     return found
 
 

@@ -23,7 +23,7 @@ import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import jsonschema
@@ -189,6 +189,10 @@ class CompiledContract:
     request_headers: CompiledSchema | None
     request_query: CompiledSchema | None
     responses: Mapping[str, CompiledSchema]
+    events: Mapping[str, CompiledSchema] = field(default_factory=dict)
+    rpc_params: CompiledSchema | None = None
+    rpc_result: CompiledSchema | None = None
+    rpc_error: CompiledSchema | None = None
 
     @property
     def id(self) -> str:
@@ -200,9 +204,11 @@ class CompiledContract:
 
     def response_schema(self, status: int) -> CompiledSchema | None:
         """Exact status first, then the class (``2XX``), then ``default``, as in OpenAPI."""
-        return (
-            self.responses.get(str(status)) or self.responses.get(f"{status // 100}XX") or self.responses.get("default")
-        )
+        return _by_status(self.responses, status)
+
+    def event_schema(self, status: int) -> CompiledSchema | None:
+        """The schema each event of a ``text/event-stream`` answer with ``status`` must meet, if any."""
+        return _by_status(self.events, status) if self.events else None
 
     def check_request(self, request: RequestView, body: bytes | None, limit: int) -> tuple[Any, Verdict]:
         """The parsed body (``None`` without a body schema) and the violations in the headers (pointer
@@ -268,6 +274,10 @@ class CompiledContract:
         return None if schema is None else self.check_response(schema, body, content_type, None, limit)[1]
 
 
+def _by_status(schemas: Mapping[str, CompiledSchema], status: int) -> CompiledSchema | None:
+    return schemas.get(str(status)) or schemas.get(f"{status // 100}XX") or schemas.get("default")
+
+
 def compile_contract(
     spec: ContractSpec,
     version: int,
@@ -280,6 +290,10 @@ def compile_contract(
     def build(schema: Any) -> CompiledSchema:
         return CompiledSchema(schema, registry, reference_registry)
 
+    def optional(schema: Any | None) -> CompiledSchema | None:
+        return None if schema is None else build(schema)
+
+    rpc = spec.rpc
     return CompiledContract(
         spec=spec,
         version=version,
@@ -287,4 +301,8 @@ def compile_contract(
         request_headers=None if spec.request_headers is None else build(spec.request_headers),
         request_query=None if spec.request_query is None else build(spec.request_query),
         responses={status: build(schema) for status, schema in spec.responses.items()},
+        events={status: build(schema) for status, schema in spec.events.items()},
+        rpc_params=optional(rpc.params) if rpc else None,
+        rpc_result=optional(rpc.result) if rpc else None,
+        rpc_error=optional(rpc.error) if rpc else None,
     )

@@ -19,7 +19,7 @@ from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.failures import AttemptFailed, Failure
 from gateway.dataplane.verdicts import judge
-from gateway.errors import ContractViolation, StoreUnavailable
+from gateway.errors import ContractViolation, StoreUnavailable, Violation
 from gateway.outcomes import Verdict
 
 
@@ -32,6 +32,8 @@ class CheckRequest:
 
     async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
         contract = exchange.contract
+        if exchange.rpc_calls:
+            self._check_calls(exchange)
         if contract is not None:
             try:
                 document = await self._check_schemas(exchange, contract)
@@ -41,6 +43,21 @@ class CheckRequest:
         exchange.request_verdict = exchange.verdict
         exchange.request_notes = len(exchange.notes)
         return await call_next(exchange)
+
+    def _check_calls(self, exchange: Exchange) -> None:
+        """Each JSON-RPC call's ``params`` against its method's contract, at ``/params`` (``/<i>/params`` in a
+        batch); one refused call refuses the whole body, as the agent would receive it whole."""
+        for call in exchange.rpc_calls:
+            contract = call.contract
+            if contract is None or contract.rpc_params is None:
+                continue
+            violations, total = contract.rpc_params.check(call.message.body, self._max_violations)
+            prefix = "/params" if call.index is None else f"/{call.index}/params"
+            shifted = tuple(Violation(prefix + v.pointer, v.keyword, v.message) for v in violations)
+            try:
+                judge(exchange, contract, "request", shifted, total)
+            except ContractViolation as refused:
+                raise _refusal(exchange, contract, refused) from refused
 
     async def _check_schemas(self, exchange: Exchange, contract: CompiledContract) -> Any:
         """The parsed body (kept on the exchange only if the audit keeps payloads: a parsed 100 KiB document is

@@ -19,6 +19,16 @@ from gateway.errors import Direction, Violation
 from gateway.headers import STEP
 from gateway.outcomes import Verdict
 from gateway.policies.document import DEFAULT_POLICY, PolicySpec
+from gateway.protocols.jsonrpc import Dialect, Envelope, Message
+
+
+@dataclass(frozen=True, slots=True)
+class RpcCall:
+    """One JSON-RPC call of a request body (its position in a batch) and its contract, if one governs it."""
+
+    index: int | None
+    message: Message
+    contract: CompiledContract | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,13 @@ class Exchange:
     """``hit`` (answered from a checkpoint), ``stored`` (this answer was kept), ``bypass`` (the store failed)."""
     fallback: str | None = None
     """``static`` or ``route:<name>`` when the answer is a policy's fallback."""
+    rpc_bound: bool = False
+    """JSON-RPC contracts bind this endpoint: the body is read and its method matched (``rpc.py``)."""
+    rpc: Envelope | None = None
+    """The JSON-RPC message(s) of the request body, when it is JSON-RPC."""
+    rpc_calls: tuple[RpcCall, ...] = ()
+    """Each request or notification of the body with the contract that governs its method (or ``None``)."""
+    rpc_dialect: Dialect = Dialect.JSONRPC
 
     @property
     def attempt_seconds(self) -> float:
@@ -107,6 +124,8 @@ class Exchange:
         named = self.request.headers.get(STEP)
         if named:
             return named
+        if self.contract is not None and self.contract.spec.rpc is not None:
+            return self.contract.spec.rpc.name
         template = self.contract.spec.operation.path if self.contract else self.path
         return f"{self.request.method} {template}"
 

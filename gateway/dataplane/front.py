@@ -21,11 +21,12 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange
-from gateway.errors import GatewayError, problem_response
+from gateway.errors import ContractViolation, GatewayError, problem_response
 from gateway.headers import AGENT, CHECKPOINT, FALLBACK, RUN, VERDICT
 from gateway.observability.observe import Observer
 from gateway.observability.telemetry import RUN_BAGGAGE, trace_id_of
 from gateway.outcomes import Verdict
+from gateway.protocols import jsonrpc
 
 log = logging.getLogger("agent_gateway.proxy")
 
@@ -75,14 +76,27 @@ class Respond:
 
 
 def refuse(exchange: Exchange, error: GatewayError) -> web.Response:
-    """The problem document for ``error``; its verdict, when it reports an outcome, becomes the exchange's."""
+    """The problem document for ``error``; its verdict, when it reports an outcome, becomes the exchange's. A
+    JSON-RPC caller gets it as the ``data`` of a JSON-RPC error with its call's ``id`` (HTTP 200, as MCP and A2A
+    clients expect: on another status their SDKs drop the body), so the violations reach the SDK's user."""
     status = exchange.status = error.status_code()
     if error.verdict is not None:
         exchange.verdict = error.verdict
     exchange.span.set_attribute("http.response.status_code", status)
     if status >= 500:
         exchange.span.set_status(StatusCode.ERROR, error.detail)
-    return problem_response(error, exchange.trace_id)
+    envelope = exchange.rpc
+    rpc_status = jsonrpc.refusal_status(envelope) if envelope is not None else None
+    if envelope is None or rpc_status is None:
+        return problem_response(error, exchange.trace_id)
+    dialect = exchange.rpc_dialect
+    if isinstance(error, ContractViolation):
+        code = jsonrpc.error_code(error.direction, dialect)
+    else:
+        code = jsonrpc.INTERNAL_ERROR
+    body = jsonrpc.refusal(envelope, error.problem(exchange.trace_id), code, dialect)
+    exchange.status = rpc_status
+    return web.json_response(body, status=rpc_status, headers=error.headers())
 
 
 async def stamp(request: web.Request, response: web.StreamResponse) -> None:

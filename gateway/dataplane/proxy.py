@@ -5,6 +5,7 @@
     Route          header budget, canonical path, route, contract, policy, checkpoint key (routing.py)
     Admit          the route's concurrency limit (503 + Retry-After)                      (routing.py)
     ReadBody       buffer the body when a contract, a retry or a checkpoint needs it      (routing.py)
+    MatchRpc       a JSON-RPC body: each call paired with its method's (or tool's) contract (rpc.py)
     Recover        a failed handoff: escalate, fall back (through the Upstream), reject   (recover.py)
     CheckRequest   request schemas and stale context (422 / 409, or a Failure to recover) (check.py)
     Checkpoint     replay a stored answer, or hold the key and store the valid answer     (checkpoint.py)
@@ -36,6 +37,7 @@ from gateway.dataplane.front import Observe, Respond
 from gateway.dataplane.recover import Recover
 from gateway.dataplane.relay import Relay
 from gateway.dataplane.routing import Admit, ReadBody, Route
+from gateway.dataplane.rpc import MatchRpc
 from gateway.dataplane.upstream import Upstream
 from gateway.observability.observe import Observer
 from gateway.policies.breaker import BreakerRegistry
@@ -78,6 +80,7 @@ class Proxy:
             Route(parts.routes, parts.contracts, parts.policies, parts.limits),
             self.admit,
             ReadBody(parts.limits, parts.timeouts),
+            MatchRpc(parts.contracts, parts.policies),
             Recover(parts.escalations, parts.routes, parts.upstream, parts.redactor, parts.limits),
             CheckRequest(parts.context, parts.limits, keep_payloads=parts.keep_payloads),
             Checkpoint(parts.checkpoints),

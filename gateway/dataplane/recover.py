@@ -27,8 +27,17 @@ from gateway.control.routes import RouteRegistry
 from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.failures import Failure
+from gateway.dataplane.transport import read_limited
 from gateway.dataplane.upstream import Upstream
-from gateway.errors import AdminError, Escalated, FallbackInvalid, GatewayError, StoreUnavailable, problem_response
+from gateway.errors import (
+    AdminError,
+    Escalated,
+    FallbackInvalid,
+    GatewayError,
+    StoreUnavailable,
+    UpstreamPayloadTooLarge,
+    problem_response,
+)
 from gateway.headers import ESCALATION_ID, ESCALATION_STATUS, RETRY_AFTER
 from gateway.observability.observe import ESCALATION_FAILED_NOTE
 from gateway.policies.document import Fallback
@@ -79,6 +88,7 @@ class Recover:
         self._upstream = upstream
         self._redactor = redactor
         self._max_violations = limits.max_violations
+        self._max_body_bytes = limits.max_body_bytes
         self._offload_bytes = limits.offload_bytes
 
     async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
@@ -144,7 +154,14 @@ class Recover:
             if route is None:
                 raise failure.error
             async with self._upstream.call(exchange, route, exchange.request_body, None) as answer:
-                status, body, content_type = answer.status, await answer.read(), answer.content_type
+                status, read, content_type = (
+                    answer.status,
+                    await read_limited(answer, self._max_body_bytes),
+                    answer.content_type,
+                )
+            if read is None:
+                raise UpstreamPayloadTooLarge(self._max_body_bytes)
+            body = read
             origin = f"route:{route.name}"
         else:
             status, body, content_type = fallback.status, orjson.dumps(fallback.body), "application/json"

@@ -7,17 +7,30 @@
   it becomes ``response_invalid``. What a valid answer produces is recorded for stale-context checks.
 - Any other answer streams back chunk by chunk without buffering; once its status line is sent, a failure can
   only cut the connection.
+- Event streams (``text/event-stream``) of JSON-RPC calls or of operations with ``events`` schemas are checked
+  event by event (``answers.py``); an A2A agent card gets its URLs moved behind the gateway.
 Transport failures become ``upstream_timeout`` / ``upstream_error`` attempts.
 """
 
 from __future__ import annotations
 
+import logging
+
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.config import Limits
 from gateway.contracts.context import ContextTracker
 from gateway.contracts.validation import CompiledContract, CompiledSchema
+from gateway.dataplane.answers import (
+    EVENT_STREAM,
+    EventCheck,
+    answers_checked,
+    check_rpc_answer,
+    rpc_event_check,
+    schema_event_check,
+)
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.failures import AttemptFailed, BufferedResponse
 from gateway.dataplane.transport import STREAM_CHUNK, Answer, downstream_response_headers, read_limited
@@ -27,6 +40,12 @@ from gateway.errors import ContractViolation, UpstreamError, UpstreamPayloadTooL
 from gateway.headers import RETRY_AFTER
 from gateway.outcomes import Verdict
 from gateway.policies.retry import parse_retry_after
+from gateway.protocols.agent_card import rewrite_card
+from gateway.protocols.sse import EventTooLarge, SSEParser
+
+log = logging.getLogger("agent_gateway.proxy")
+#: Where A2A agents publish their card (1.x, and 0.3's name).
+CARD_PATHS = frozenset({"/.well-known/agent-card.json", "/.well-known/agent.json"})
 
 
 class Relay:
@@ -35,6 +54,7 @@ class Relay:
         self._context = context
         self._limits = limits
         self._keep_payloads = keep_payloads
+        self._limit = limits.max_violations
 
     async def __call__(self, exchange: Exchange) -> web.StreamResponse:
         assert exchange.route is not None
@@ -59,9 +79,22 @@ class Relay:
         headers = downstream_response_headers(answer)
         if exchange.act_on_failed_status and answer.status in exchange.policy.failure_statuses:
             raise await self._failed_status(exchange, answer, headers)
+        if exchange.path in CARD_PATHS and exchange.request.method == "GET" and answer.status == 200:
+            return await self._agent_card(exchange, answer, headers)
+        streamed = answer.content_type == EVENT_STREAM
+        if answers_checked(exchange):
+            if streamed:
+                return await self._stream_events(exchange, answer, headers, rpc_event_check(exchange, self._limit))
+            return await self._checked_rpc(exchange, answer, headers)
         contract = exchange.contract
-        schema = contract.response_schema(answer.status) if contract else None
-        if schema is None or contract is None:
+        if contract is None:
+            return await self._stream_back(exchange, answer, headers)
+        events = contract.event_schema(answer.status) if streamed else None
+        if events is not None:
+            check = schema_event_check(exchange, contract, events, self._limit)
+            return await self._stream_events(exchange, answer, headers, check)
+        schema = contract.response_schema(answer.status)
+        if schema is None:
             return await self._stream_back(exchange, answer, headers)
         return await self._checked(exchange, answer, headers, contract, schema)
 
@@ -85,6 +118,68 @@ class Relay:
         if contract.spec.produces is not None and 200 <= answer.status < 300:
             await self._context.record(exchange.run_id, contract.spec.produces, document, headers)
         return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)
+
+    async def _agent_card(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> web.Response:
+        """An A2A agent card advertises the agent's own URL; served as it is, the client's next calls would go
+        around the gateway (no contract, retry or audit). Its interface URLs are moved behind this route of the
+        gateway, as the caller reached it. A signed card cannot be changed: it is relayed, and that is logged."""
+        body = await read_limited(answer, self._limits.max_body_bytes)
+        if body is None:
+            raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
+        assert exchange.route is not None
+        request = exchange.request
+        base = f"{request.scheme}://{request.host}{exchange.route.effective_prefix}"
+        try:
+            rewrite = rewrite_card(orjson.loads(body), base)
+        except (orjson.JSONDecodeError, ValueError):
+            return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)
+        if rewrite.bypassing:
+            exchange.notes.append("agent_card=bypassing")
+            log.warning(
+                "agent card of route %r sends callers around the gateway (%s)", exchange.route.name,
+                "signed" if rewrite.signed else ", ".join(c.pointer for c in rewrite.bypassing),
+            )  # fmt: skip
+        if rewrite.rewritten:
+            body = orjson.dumps(rewrite.card)
+            exchange.notes.append("agent_card=rewritten")
+        return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)
+
+    async def _checked_rpc(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> web.Response:
+        body = await read_limited(answer, self._limits.max_body_bytes)
+        exchange.upstream_seconds = exchange.attempt_seconds
+        if body is None:
+            raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
+        exchange.response_body = body
+        check_rpc_answer(exchange, body, answer.content_type, self._limit)
+        return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)
+
+    async def _stream_events(
+        self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str], check: EventCheck
+    ) -> web.StreamResponse:
+        """Relay an event stream event by event, each checked before it is written; never the whole stream in
+        memory. One event may be as large as the body limit; the stream as a whole has no size limit."""
+        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
+        exchange.verdict = exchange.verdict or Verdict.VALID  # so far: a violating event ends the stream
+        exchange.committed = True
+        await response.prepare(exchange.request)
+        parser = SSEParser(max_event_bytes=self._limits.max_body_bytes)
+        async for chunk in answer.content.iter_chunked(STREAM_CHUNK):
+            try:
+                events = parser.feed(chunk)
+            except EventTooLarge as exc:
+                raise UpstreamPayloadTooLarge(self._limits.max_body_bytes) from exc  # cut: nothing valid to add
+            for event in events:
+                ending = check(event)
+                if ending is not None:
+                    await response.write(ending)
+                    await response.write_eof()
+                    return response
+                await response.write(event.raw)
+        if parser.pending:
+            await response.write(parser.pending)
+        await response.write_eof()
+        exchange.upstream_seconds = exchange.attempt_seconds
+        return response
 
     async def _failed_status(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> AttemptFailed:
         body = await read_limited(answer, self._limits.max_body_bytes) or b""

@@ -46,6 +46,7 @@ class Route:
         exchange.route = route
         contract = self._contracts.table.find(route.name, request.method, contract_path(exchange.path))
         exchange.contract = contract
+        exchange.rpc_bound = self._contracts.table.binds_rpc(route.name, request.method, contract_path(exchange.path))
         exchange.policy = policy = self._policies.table.lookup(route.name, contract.id if contract else None)
         exchange.checkpoint_key = checkpoint_key(
             route.name, request.method, exchange.path, request.headers, policy.checkpoint
@@ -105,7 +106,8 @@ class ReadBody:
         if length is not None and length > self._max_body_bytes:
             raise PayloadTooLarge(self._max_body_bytes)
         needed = (
-            exchange.checkpoint_key is not None
+            exchange.rpc_bound
+            or exchange.checkpoint_key is not None
             or exchange.policy.retry is not None
             or (contract is not None and contract.buffers_request)
         )

@@ -1,0 +1,133 @@
+"""Checking answers that are not one JSON document per contract: JSON-RPC responses and event streams.
+
+- A JSON-RPC response does not name its method: it is paired with the call that has its ``id`` (batches and
+  SSE-streamed responses included) and checked against that call's contract (``jsonrpc.result`` or
+  ``jsonrpc.error``), at pointer ``/result/...`` (``/<i>/result/...`` in a batch).
+- An event stream is checked event by event as it passes (``text/event-stream``), never held whole: each
+  ``data:`` event is parsed as JSON and checked (``events`` schemas of REST operations, or the JSON-RPC response
+  an MCP/A2A server streams). Comments, keep-alives and OpenAI's ``[DONE]`` are relayed unchecked. A violating
+  event is not relayed: the stream ends with an error event instead (a JSON-RPC error with the call's ``id``, or
+  ``{"error": …}`` as OpenAI-style clients read it) and the verdict is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.contracts.validation import CompiledContract, CompiledSchema, is_json_media_type
+from gateway.contracts.validation import Verdict as SchemaVerdict
+from gateway.dataplane.exchange import Exchange, RpcCall
+from gateway.dataplane.verdicts import judge
+from gateway.errors import ContractViolation, Violation
+from gateway.protocols import jsonrpc
+from gateway.protocols.openai import stream_error
+from gateway.protocols.sse import Event, serialize, should_skip
+
+EVENT_STREAM = "text/event-stream"
+EventCheck = Callable[[Event], bytes | None]
+"""Checks one event: ``None`` relays it as it was; bytes end the stream with them instead."""
+
+
+def answers_checked(exchange: Exchange) -> bool:
+    """Whether any call of the body expects an answer that a contract has a schema for."""
+    return any(
+        call.message.kind is jsonrpc.Kind.REQUEST
+        and call.contract is not None
+        and (call.contract.rpc_result is not None or call.contract.rpc_error is not None)
+        for call in exchange.rpc_calls
+    )
+
+
+def _schema(contract: CompiledContract, message: jsonrpc.Message) -> tuple[CompiledSchema | None, str]:
+    if message.kind is jsonrpc.Kind.RESULT:
+        return contract.rpc_result, "/result"
+    return contract.rpc_error, "/error"
+
+
+def check_rpc_message(exchange: Exchange, pending: jsonrpc.Pending, calls: dict[int, RpcCall], message: jsonrpc.Message,
+                      prefix: str, limit: int) -> None:  # fmt: skip
+    """Judge one JSON-RPC response against the contract of the call it answers (raises when it is refused)."""
+    request = pending.resolve(message)
+    call = calls.get(id(request)) if request is not None else None
+    if call is None or call.contract is None:
+        return
+    schema, member = _schema(call.contract, message)
+    if schema is None:
+        return
+    violations, total = schema.check(message.body, limit)
+    shifted = tuple(Violation(prefix + member + v.pointer, v.keyword, v.message) for v in violations)
+    judge(exchange, call.contract, "response", shifted, total)
+
+
+def _pairing(exchange: Exchange) -> tuple[jsonrpc.Pending, dict[int, RpcCall]]:
+    requests = [call for call in exchange.rpc_calls if call.message.kind is jsonrpc.Kind.REQUEST]
+    return jsonrpc.Pending(call.message for call in requests), {id(call.message): call for call in requests}
+
+
+def check_rpc_answer(exchange: Exchange, body: bytes, content_type: str, limit: int) -> None:
+    """Judge a JSON answer to JSON-RPC calls; an answer that is not JSON-RPC at all is a violation."""
+    pending, calls = _pairing(exchange)
+    try:
+        envelope = jsonrpc.classify(orjson.loads(body)) if is_json_media_type(content_type) else jsonrpc.NOT_JSONRPC
+    except orjson.JSONDecodeError:
+        envelope = jsonrpc.NOT_JSONRPC
+    if not envelope.is_jsonrpc:
+        contract = next(call.contract for call in calls.values() if call.contract is not None)
+        judge(exchange, contract, "response", (Violation("", "json", "the answer is not a JSON-RPC response"),), 1)
+        return
+    for i, message in enumerate(envelope.messages):
+        check_rpc_message(exchange, pending, calls, message, f"/{i}" if envelope.batch else "", limit)
+
+
+def rpc_event_check(exchange: Exchange, limit: int) -> EventCheck:
+    """An :data:`EventCheck` for a stream of JSON-RPC messages (MCP, A2A); ends with a JSON-RPC error."""
+    pending, calls = _pairing(exchange)
+
+    def check(event: Event) -> bytes | None:
+        if should_skip(event):
+            return None
+        try:
+            message = jsonrpc.classify_message(orjson.loads(event.data))
+        except orjson.JSONDecodeError:
+            message = None
+        if message is None or message.kind not in (jsonrpc.Kind.RESULT, jsonrpc.Kind.ERROR):
+            return None  # a notification or a server-to-client request: not an answer to a call
+        try:
+            check_rpc_message(exchange, pending, calls, message, "", limit)
+        except ContractViolation as refused:
+            dialect = exchange.rpc_dialect
+            problem = refused.problem(exchange.trace_id)
+            code = jsonrpc.error_code("response", dialect)
+            error = jsonrpc.error_response(message.id, code, refused.detail, jsonrpc.error_data(problem, dialect))
+            return serialize(orjson.dumps(error).decode(), event=event.event if event.event != "message" else None)
+        return None
+
+    return check
+
+
+def schema_event_check(
+    exchange: Exchange, contract: CompiledContract, schema: CompiledSchema, limit: int
+) -> EventCheck:
+    """An :data:`EventCheck` for the ``events`` schema of a REST operation; ends with ``{"error": problem}``."""
+
+    def check(event: Event) -> bytes | None:
+        if should_skip(event):
+            return None
+        document: Any
+        verdict: SchemaVerdict
+        try:
+            document = orjson.loads(event.data)
+        except orjson.JSONDecodeError as exc:
+            verdict = ((Violation("", "json", f"the event is not valid JSON: {exc}"),), 1)
+        else:
+            verdict = schema.check(document, limit)
+        try:
+            judge(exchange, contract, "response", *verdict)
+        except ContractViolation as refused:
+            return serialize(orjson.dumps(stream_error(refused.problem(exchange.trace_id))).decode())
+        return None
+
+    return check
