@@ -95,6 +95,10 @@ class Timeouts(_Frozen):
     connection's start or the end of the previous response; slower clients are disconnected (slowloris)."""
     keepalive: float = Field(75.0, gt=0)
     """Seconds an idle keep-alive connection is kept open waiting for the next request."""
+    stream_idle: float = Field(300.0, gt=0)
+    """Seconds without a byte on an event stream (a request that accepts ``text/event-stream``: MCP's GET
+    stream, streamed completions) before it is cut; ``read`` applies to every other answer. Event streams have
+    no whole-body limit either: each event is bounded by ``limits.max_body_bytes``."""
     client_idle: float = Field(30.0, gt=0)
     """Seconds without a byte from the client while its request body is read or relayed; a stalled upload
     (slow body) is answered 408 instead of holding a connection and a route's concurrency slot forever."""

@@ -192,10 +192,10 @@ class Relay:
         return AttemptFailed(Verdict.UPSTREAM_ERROR, error, retry_after=retry_after, response=kept)
 
     async def _stream_back(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> web.StreamResponse:
-        limit = self._limits.max_body_bytes
+        limit = self._limits.max_body_bytes if answer.content_type != EVENT_STREAM else None  # long-lived streams
         response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
         if answer.content_length is not None:
-            if answer.content_length > limit:
+            if limit is not None and answer.content_length > limit:
                 raise UpstreamPayloadTooLarge(limit)
             response.content_length = answer.content_length
         exchange.committed = True
@@ -203,7 +203,7 @@ class Relay:
         relayed = 0
         async for chunk in answer.content.iter_chunked(STREAM_CHUNK):
             relayed += len(chunk)
-            if relayed > limit:  # only a cut connection can say so now
+            if limit is not None and relayed > limit:  # only a cut connection can say so now
                 raise UpstreamPayloadTooLarge(limit)
             await response.write(chunk)
         await response.write_eof()

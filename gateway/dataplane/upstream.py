@@ -165,8 +165,9 @@ def prepare_call(
     elif body is not None and len(body) > LARGE_BODY:
         data = io.BytesIO(body)  # aiohttp writes large bytes in one go and warns; BytesIO is sent in chunks
     client_timeout = None
-    if budget is not None:
-        client_timeout = aiohttp.ClientTimeout(total=budget, connect=timeouts.connect, sock_read=timeouts.read)
+    sock_read = timeouts.stream_idle if "text/event-stream" in request.headers.get("Accept", "") else timeouts.read
+    if budget is not None or sock_read != timeouts.read:
+        client_timeout = aiohttp.ClientTimeout(total=budget, connect=timeouts.connect, sock_read=sock_read)
     return UpstreamCall(
         session=session, tracer=tracer, exchange=exchange, route=route.name, method=request.method,
         url=upstream_url(route.upstream, exchange.path, exchange.query), headers=headers, data=data,
