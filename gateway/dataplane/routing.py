@@ -44,9 +44,9 @@ class Route:
         if target.has_escaped_slash and route.escaped_slashes == "reject":
             raise BadRequestTarget(f"Route {route.name!r} refuses an encoded '/' or '\\' inside a path segment.")
         exchange.route = route
-        contract = self._contracts.table.find(route.name, request.method, contract_path(exchange.path))
-        exchange.contract = contract
-        exchange.rpc_bound = self._contracts.table.binds_rpc(route.name, request.method, contract_path(exchange.path))
+        table, matched_path = self._contracts.table, contract_path(exchange.path)
+        contract = exchange.contract = table.find(route.name, request.method, matched_path)
+        exchange.rpc_bound = table.binds_rpc(route.name, request.method, matched_path)
         exchange.policy = policy = self._policies.table.lookup(route.name, contract.id if contract else None)
         exchange.checkpoint_key = checkpoint_key(
             route.name, request.method, exchange.path, request.headers, policy.checkpoint
