@@ -112,6 +112,8 @@ class ContractSpec:
     rpc: RpcOperation | None = None
     events: Mapping[str, Any] = field(default_factory=dict)
     """Schemas for each ``data:`` event of a ``text/event-stream`` answer, by status."""
+    structured_output: Mapping[str, Any] | None = None
+    """JSON inside strings (OpenAI structured output): ``{schema?}``; see ``gateway/dataplane/answers.py``."""
 
     def action(self, failure_mode: Verdict) -> Action:
         """The declared action, or ``pass`` for everything when the contract is in shadow mode."""
@@ -149,6 +151,8 @@ def _schema_locations(doc: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], Any
     ]
     found += [(("responses", status), schema) for status, schema in doc.get("responses", {}).items()]
     found += [(("events", status), schema) for status, schema in doc.get("events", {}).items()]
+    if "schema" in doc.get("structured_output", {}):
+        found.append((("structured_output", "schema"), doc["structured_output"]["schema"]))
     rpc = doc.get("jsonrpc", {})
     found += [(("jsonrpc", part), rpc[part]) for part in ("params", "result", "error") if part in rpc]
     found += [(("schemas", i), schema) for i, schema in enumerate(doc.get("schemas", []))]
@@ -193,6 +197,7 @@ def parse_contract(doc: Mapping[str, Any]) -> ContractSpec:
         consumes=_artifact(doc, "consumes"),
         rpc=RpcOperation(**doc["jsonrpc"]) if "jsonrpc" in doc else None,
         events=dict(doc.get("events", {})),
+        structured_output=doc.get("structured_output"),
     )
 
 

@@ -193,6 +193,8 @@ class CompiledContract:
     rpc_params: CompiledSchema | None = None
     rpc_result: CompiledSchema | None = None
     rpc_error: CompiledSchema | None = None
+    structured_output: CompiledSchema | None = None
+    """The schema of JSON inside message contents, when the contract gives one (else the caller's own)."""
 
     @property
     def id(self) -> str:
@@ -200,7 +202,10 @@ class CompiledContract:
 
     @property
     def buffers_request(self) -> bool:
-        return self.request_body is not None
+        """Whether the request body is needed: to check it, or to read the schema the caller asked for."""
+        return self.request_body is not None or (
+            self.spec.structured_output is not None and self.structured_output is None
+        )
 
     def response_schema(self, status: int) -> CompiledSchema | None:
         """Exact status first, then the class (``2XX``), then ``default``, as in OpenAPI."""
@@ -305,4 +310,5 @@ def compile_contract(
         rpc_params=optional(rpc.params) if rpc else None,
         rpc_result=optional(rpc.result) if rpc else None,
         rpc_error=optional(rpc.error) if rpc else None,
+        structured_output=optional((spec.structured_output or {}).get("schema")),
     )

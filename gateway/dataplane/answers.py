@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema_rs
 import orjson
 
 from gateway.contracts.validation import CompiledContract, CompiledSchema, is_json_media_type
@@ -23,7 +24,14 @@ from gateway.dataplane.exchange import Exchange, RpcCall
 from gateway.dataplane.verdicts import judge
 from gateway.errors import ContractViolation, Violation
 from gateway.protocols import jsonrpc
-from gateway.protocols.openai import stream_error
+from gateway.protocols.openai import (
+    DeltaAccumulator,
+    SchemaCheck,
+    check_json_text,
+    message_contents,
+    requested_schema,
+    stream_error,
+)
 from gateway.protocols.sse import Event, serialize, should_skip
 
 EVENT_STREAM = "text/event-stream"
@@ -108,24 +116,61 @@ def rpc_event_check(exchange: Exchange, limit: int) -> EventCheck:
     return check
 
 
+def structured_schema(exchange: Exchange, contract: CompiledContract) -> tuple[bool, SchemaCheck | None]:
+    """Whether message contents must hold JSON (``structured_output``), and the schema that JSON must meet: the
+    contract's own, else the ``json_schema`` the caller asked for in ``response_format`` (``json_object``: any
+    JSON). A caller that asked for neither gets prose, which is not checked."""
+    if contract.spec.structured_output is None:
+        return False, None
+    if contract.structured_output is not None:
+        return True, contract.structured_output
+    try:
+        request = orjson.loads(exchange.request_body or b"")
+    except orjson.JSONDecodeError:
+        return False, None
+    asked = requested_schema(request)
+    if asked is None:
+        response_format = request.get("response_format") if isinstance(request, dict) else None
+        return isinstance(response_format, dict) and response_format.get("type") == "json_object", None
+    try:
+        return True, CompiledSchema(asked.schema)
+    except (ValueError, jsonschema_rs.ValidationError):
+        return True, None  # the caller's schema does not compile: the content must still be JSON
+
+
+def check_structured(exchange: Exchange, contract: CompiledContract, document: Any, limit: int) -> None:
+    """Judge the JSON inside each choice's message content (raises when it is refused)."""
+    wanted, schema = structured_schema(exchange, contract)
+    if wanted:
+        for content in message_contents(document):
+            judge(exchange, contract, "response", *check_json_text(content, schema, limit))
+
+
 def schema_event_check(
-    exchange: Exchange, contract: CompiledContract, schema: CompiledSchema, limit: int
+    exchange: Exchange, contract: CompiledContract, schema: CompiledSchema | None, limit: int
 ) -> EventCheck:
-    """An :data:`EventCheck` for the ``events`` schema of a REST operation; ends with ``{"error": problem}``."""
+    """An :data:`EventCheck` for the ``events`` schema of a REST operation and, with ``structured_output``, the
+    JSON its streamed message contents add up to (checked when a choice finishes); ends with
+    ``{"error": problem}``."""
+    wanted, content_schema = structured_schema(exchange, contract)
+    contents = DeltaAccumulator() if wanted else None
+
+    def verdicts(event: Event) -> list[SchemaVerdict]:
+        try:
+            document = orjson.loads(event.data)
+        except orjson.JSONDecodeError as exc:
+            return [((Violation("", "json", f"the event is not valid JSON: {exc}"),), 1)]
+        found = [schema.check(document, limit)] if schema is not None else []
+        if contents is not None:
+            found += [check_json_text(contents.content(i), content_schema, limit) for i in contents.feed(document)]
+        return found
 
     def check(event: Event) -> bytes | None:
         if should_skip(event):
             return None
-        document: Any
-        verdict: SchemaVerdict
         try:
-            document = orjson.loads(event.data)
-        except orjson.JSONDecodeError as exc:
-            verdict = ((Violation("", "json", f"the event is not valid JSON: {exc}"),), 1)
-        else:
-            verdict = schema.check(document, limit)
-        try:
-            judge(exchange, contract, "response", *verdict)
+            for verdict in verdicts(event):
+                judge(exchange, contract, "response", *verdict)
         except ContractViolation as refused:
             return serialize(orjson.dumps(stream_error(refused.problem(exchange.trace_id))).decode())
         return None

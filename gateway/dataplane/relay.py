@@ -28,6 +28,7 @@ from gateway.dataplane.answers import (
     EventCheck,
     answers_checked,
     check_rpc_answer,
+    check_structured,
     rpc_event_check,
     schema_event_check,
 )
@@ -90,7 +91,7 @@ class Relay:
         if contract is None:
             return await self._stream_back(exchange, answer, headers)
         events = contract.event_schema(answer.status) if streamed else None
-        if events is not None:
+        if events is not None or (streamed and contract.spec.structured_output is not None):
             check = schema_event_check(exchange, contract, events, self._limit)
             return await self._stream_events(exchange, answer, headers, check)
         schema = contract.response_schema(answer.status)
@@ -115,6 +116,7 @@ class Relay:
         if self._keep_payloads:
             exchange.response_document = document
         judge(exchange, contract, "response", violations, total)
+        check_structured(exchange, contract, document, self._limit)
         if contract.spec.produces is not None and 200 <= answer.status < 300:
             await self._context.record(exchange.run_id, contract.spec.produces, document, headers)
         return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)

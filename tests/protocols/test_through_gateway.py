@@ -134,3 +134,44 @@ async def test_an_openai_stream_is_checked_event_by_event(make_gateway: GatewayF
     assert refused.value.body["problem"]["violations"][0]["pointer"] == "/choices/0/delta/content"  # type: ignore[index]
     assert "42" not in "".join(seen)
     await client.close()
+
+
+STEPS = {"type": "object", "required": ["steps"], "properties": {"steps": {"type": "array"}}}
+ASK_FOR_STEPS = {"type": "json_schema", "json_schema": {"name": "plan", "schema": STEPS, "strict": True}}
+
+
+async def test_structured_output_is_checked_inside_the_content_string(
+    make_gateway: GatewayFactory, chat_peer: FakeChat
+) -> None:
+    """``contentMediaType`` is only an annotation in 2020-12, so the JSON the caller asked for is checked by the
+    contract's ``structured_output`` (here against the caller's own ``response_format`` schema)."""
+    document = {
+        "id": "chat", "route": "agent", "operation": {"method": "POST", "path": "/v1/chat/completions"},
+        "responses": {"200": {"type": "object"}}, "structured_output": {},
+    }  # fmt: skip
+    gateway = await behind(make_gateway, chat_peer.url, document)
+    client = openai_client(f"{gateway.data_url}/agent")
+    ask: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "plan"}],
+                           "response_format": ASK_FOR_STEPS}  # fmt: skip
+    chat_peer.replies.append(Reply('{"steps": ["research", "write"]}'))
+    answer = await client.chat.completions.create(**ask)
+    assert answer.choices[0].message.content == '{"steps": ["research", "write"]}'
+    chat_peer.replies.append(Reply('{"steps": "just do it"}'))
+    with pytest.raises(openai.APIStatusError) as refused:
+        await client.chat.completions.create(**ask)
+    assert refused.value.status_code == 502
+    assert refused.value.body["violations"][0]["pointer"] == "/choices/0/message/content/steps"  # type: ignore[index]
+    chat_peer.replies.append(Reply('{"steps": 7}'))
+    stream = await client.chat.completions.create(**ask, stream=True)
+
+    async def read_all() -> str:
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+
+    with pytest.raises(openai.APIError) as streamed:
+        await read_all()
+    pointer = streamed.value.body["problem"]["violations"][0]["pointer"]  # type: ignore[index]
+    assert pointer == "/choices/0/delta/content/steps"
+    chat_peer.replies.append(Reply("prose, as asked"))  # no response_format: prose is not checked
+    prose = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert prose.choices[0].message.content == "prose, as asked"
+    await client.close()
