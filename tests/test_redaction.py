@@ -207,3 +207,30 @@ async def test_dlq_items_and_webhook_hold_no_secret_and_say_what_was_redacted(
     assert {"header": "Authorization"} in refused["errors"]
     assert {"pointer": "/secret"} in refused["errors"]
     assert still["status"] == "pending"  # nothing was resent; a person resolves it instead
+
+
+async def test_a_resolution_resumes_a_keyed_request_whose_stored_body_was_redacted(
+    make_gateway: Any, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    """The DLQ keeps the body redacted, but the checkpoint a resolution fills is keyed by the body as received:
+    the pipeline's re-run of the same request gets the person's answer (not 422 idempotency-key-reused)."""
+    gw = await start(make_gateway, upstream)
+
+    async def agent(request: web.Request) -> web.Response:
+        return web.json_response({"result": 7})
+
+    upstream.handler = agent
+    pol = {"id": "p", "attach": {"route": "agent"}, "failure_modes": {"response_invalid": "escalate"},
+           "escalation": {"respond_status": 202}}  # fmt: skip
+    headers = {"Idempotency-Key": "step-1"}
+    async with AdminClient(gw.admin_url, TOKEN) as admin:
+        await admin.request("PUT", "/contracts/agent.tasks", body=contract(request={"body": {"type": "object"}}))
+        await admin.request("PUT", "/policies/p", body=pol)
+        async with http.post(f"{gw.data_url}/agent/tasks", json=REQUEST, headers=headers) as first:
+            assert first.status == 202
+            item_id = (await first.json())["escalation_id"]
+        await admin.request("POST", f"/dlq/{item_id}/resolve", body={"body": {"result": "fixed"}})
+    async with http.post(f"{gw.data_url}/agent/tasks", json=REQUEST, headers=headers) as rerun:
+        assert rerun.status == 200
+        assert rerun.headers["X-Checkpoint"] == "hit"
+        assert await rerun.json() == {"result": "fixed"}

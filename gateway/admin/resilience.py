@@ -139,7 +139,7 @@ async def _accept(state: GatewayState, item: EscalationItem, status: str, answer
     if item.checkpoint_key is not None:
         policy = state.policies.table.lookup(item.route, item.contract)
         await Checkpoints(state.store).complete(
-            item.checkpoint_key, request_digest(item.request_body), answer[0],
+            item.checkpoint_key, item.request_digest or request_digest(item.request_body), answer[0],
             {"Content-Type": "application/json"}, answer[1], policy.checkpoint,
         )  # fmt: skip
     return closed

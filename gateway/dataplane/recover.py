@@ -40,6 +40,7 @@ from gateway.errors import (
 )
 from gateway.headers import ESCALATION_ID, ESCALATION_STATUS, RETRY_AFTER
 from gateway.observability.observe import ESCALATION_FAILED_NOTE
+from gateway.policies.checkpoint import request_digest
 from gateway.policies.document import Fallback
 from gateway.policies.escalation import (
     OUTCOME_PATH,
@@ -146,6 +147,7 @@ class Recover:
             upstream_status=failure.response.status if failure.response else (exchange.status or None),
             upstream_body=upstream_body, violations=redactor.violations(exchange.violations),
             checkpoint_key=exchange.checkpoint_key,
+            request_digest=request_digest(exchange.request_body) if exchange.checkpoint_key else None,
         )  # fmt: skip
 
     async def _fallback(self, exchange: Exchange, failure: Failure, fallback: Fallback) -> web.StreamResponse:

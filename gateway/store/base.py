@@ -164,6 +164,9 @@ class EscalationItem:
     upstream_body: bytes | None = None
     violations: tuple[Mapping[str, str], ...] = ()
     checkpoint_key: str | None = None
+    request_digest: str | None = None
+    """SHA-256 of the request body as received, for the checkpoint a resolution fills: ``request_body`` may be
+    stored redacted, and a digest of that would not match the pipeline's re-run of the same request."""
     resolution_status: int | None = None
     resolution_body: bytes | None = None
     resolved_at: float | None = None
