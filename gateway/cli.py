@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import yaml
 
@@ -30,6 +31,7 @@ from gateway.config import ConfigError, load_config, retired_variables
 from gateway.contracts.document import ContractDocumentError, load_document_text
 from gateway.errors import GatewayError
 from gateway.observability.logs import configure_logging
+from gateway.protocols.mcp_import import ImportFailed, contracts_from_tools, list_tools
 from gateway.report import render_timeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -195,6 +197,31 @@ def _document_commands(
     return actions
 
 
+async def _import_mcp(args: argparse.Namespace) -> int:
+    """``contracts import-mcp URL``: one contract per tool the MCP server declares, registered as one change;
+    tools whose contract in force already says the same are left alone (no new version)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        try:
+            tools = await list_tools(args.url, session)
+        except ImportFailed as exc:
+            raise CommandError(str(exc), 1) from None
+    documents = contracts_from_tools(tools, route=args.route, path=args.path, prefix=args.prefix)
+    async with _admin(args) as admin:
+        changed = []
+        for document in documents:
+            try:
+                active = await admin.request("GET", f"/contracts/{document['id']}")
+            except AdminAPIError as exc:
+                if exc.status != 404:
+                    raise
+                active = None
+            if active is None or active.get("document") != document:
+                changed.append(document)
+        stored = await admin.request("POST", "/contracts", body={"contracts": changed}) if changed else None
+    _print_json({"tools": len(tools), "unchanged": len(documents) - len(changed), "registered": stored})
+    return 0
+
+
 async def _runs(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         if args.action == "list":
@@ -250,7 +277,8 @@ def _parser() -> argparse.ArgumentParser:
         help="admin API URL, host:port means http:// (default $AGENT_GATEWAY_ADMIN_URL or 127.0.0.1:9901)",
     )
 
-    validate = _document_commands(sub, admin_url, "contracts").add_parser(
+    contract_actions = _document_commands(sub, admin_url, "contracts")
+    validate = contract_actions.add_parser(
         "validate", parents=[admin_url], help="dry-run a payload file (JSON, or YAML when named *.yaml/*.yml)"
     )
     validate.add_argument("id")
@@ -258,6 +286,14 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--direction", choices=("request", "response"), default="request")
     validate.add_argument("--status", type=int, default=200)
     validate.add_argument("--version", type=int)
+    imports = contract_actions.add_parser(
+        "import-mcp", parents=[admin_url], help="register one contract per tool an MCP server declares (tools/list)"
+    )
+    imports.add_argument("url", help="the MCP server's streamable-HTTP endpoint, e.g. http://localhost:8000/mcp")
+    imports.add_argument("--route", required=True, help="the gateway route in front of that server")
+    imports.add_argument("--path", default="/mcp", help="the endpoint's path after the route prefix (default /mcp)")
+    imports.add_argument("--prefix", default="mcp.", help="contract id prefix (default mcp.)")
+    imports.set_defaults(run=_import_mcp)
     _document_commands(sub, admin_url, "policies")
 
     runs = sub.add_parser("runs", help="inspect recorded pipeline runs through the admin API")
