@@ -223,7 +223,7 @@ async def test_failure_stats_and_metrics(
 async def test_one_structured_log_line_per_request(
     gateway: RunningGateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+    with caplog.at_level(logging.DEBUG, logger=ACCESS_LOGGER):  # a success logs at DEBUG (see test_access_log)
         async with http.get(f"{gateway.data_url}/agent/x", headers={"X-Run-Id": "log-run"}) as resp:
             assert resp.status == 200
     (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER]
@@ -233,7 +233,7 @@ async def test_one_structured_log_line_per_request(
     assert line["route"] == "agent"
     assert line["verdict"] == "unchecked"
     assert len(line["trace_id"]) == 32
-    assert line["level"] == "INFO"
+    assert line["level"] == "DEBUG"
 
 
 async def test_audit_survives_restart(tmp_path: Any, upstream: Upstream, http: aiohttp.ClientSession) -> None:
