@@ -28,4 +28,7 @@ ESCALATION_ID = "X-Escalation-Id"
 ESCALATION_STATUS = "X-Escalation-Status"
 WEBHOOK_EVENT = "X-Agent-Gateway-Event"
 WEBHOOK_SIGNATURE = "X-Agent-Gateway-Signature"
+ATTEMPTS = "X-Gateway-Attempts"
+"""How many times the gateway called the agent for this answer: a client that retries too knows its retries
+multiply with the gateway's (3 times 3: 9 calls for one logical request)."""
 RETRY_AFTER = "Retry-After"

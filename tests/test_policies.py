@@ -59,6 +59,7 @@ async def test_retry_turns_a_malformed_answer_into_a_valid_one(
     assert resp.status == 200
     assert await resp.json() == VALID
     assert len(upstream.seen) == 2
+    assert resp.headers["X-Gateway-Attempts"] == "2"  # the caller sees its request took two agent calls
     clients = sorted(
         (s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT), key=lambda s: s.start_time or 0
     )

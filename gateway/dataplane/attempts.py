@@ -15,6 +15,10 @@ policy's ``failure_modes``, else ``retry`` for timeouts and upstream errors when
 else ``reject``. A retry that is not allowed becomes the policy's ``retry.exhausted`` action — decided here and
 only here; the relay learns the decision for a listed 5xx through ``exchange.act_on_failed_status``.
 
+Retries do not multiply: a request repeating an ``Idempotency-Key`` whose retries were used up within the last
+minute (the client's own retry) gets one attempt, and every answer says how many calls it took
+(``X-Gateway-Attempts``).
+
 Clock, random source and sleep are injected so tests drive the timing instead of waiting for it.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -38,6 +43,10 @@ from gateway.outcomes import TRANSIENT, Verdict
 from gateway.policies.breaker import BreakerRegistry, CircuitBreaker
 from gateway.policies.document import PolicySpec, Retry
 from gateway.policies.retry import Backoff, BudgetTracker, may_retry
+
+EXHAUSTED_MEMORY_SECONDS = 60.0
+"""How long a key whose retries were used up is remembered (a client's own retries come within seconds)."""
+EXHAUSTED_MEMORY_SIZE = 10_000
 
 
 def action_for(condition: Verdict, contract: CompiledContract | None, policy: PolicySpec) -> Action:
@@ -72,6 +81,9 @@ class Attempts:
         self._rand = rand
         self._sleep = sleep
         self._budgets: dict[str, BudgetTracker] = {}
+        self._exhausted: OrderedDict[str, float] = OrderedDict()
+        """Idempotency keys whose retries were just used up, until when: a client repeating such a key (its own
+        retry) gets one attempt, not another round (3 client retries times 3 gateway attempts: 9 agent calls)."""
 
     def breaker_for(self, exchange: Exchange) -> CircuitBreaker | None:
         policy = exchange.policy
@@ -98,9 +110,10 @@ class Attempts:
         total = incoming_deadline(exchange.request.headers, policy)
         deadline = None if total is None else self._clock() + total
         statuses = policy.failure_statuses
+        repeated = self._repeated(exchange.checkpoint_key)
         while True:
             remaining = None if deadline is None else deadline - self._clock()
-            final = retry is None or exchange.attempt >= retry.max_attempts
+            final = retry is None or repeated or exchange.attempt >= retry.max_attempts
             exchange.act_on_failed_status = self._final_action(
                 action_for(Verdict.UPSTREAM_ERROR, exchange.contract, policy), retry, final=final
             ) in ("retry", "escalate", "fallback")
@@ -108,7 +121,7 @@ class Attempts:
                 response = await self._attempt(exchange, call_next, breaker, remaining)
             except AttemptFailed as failed:
                 action = action_for(failed.condition, exchange.contract, policy)
-                if action == "retry" and retry is not None:
+                if action == "retry" and retry is not None and not repeated:
                     delay = self._retry_delay(exchange, retry, budget, failed, deadline)
                     if delay is not None:
                         status = failed.response.status if failed.response else failed.error.status_code()
@@ -116,10 +129,29 @@ class Attempts:
                         await self._sleep(delay)
                         continue
                 exchange.verdict = exchange.verdict or failed.condition
+                if exchange.attempt > 1 and exchange.checkpoint_key is not None:
+                    self._remember_exhausted(exchange.checkpoint_key)
                 raise Failure(failed, self._final_action(action, retry, final=True), exchange.attempt) from failed
             if breaker is not None:
                 breaker.on_result(failed=response.status in statuses, duration=exchange.attempt_seconds)
             return response
+
+    def _repeated(self, key: str | None) -> bool:
+        if key is None:
+            return False
+        until = self._exhausted.get(key)
+        if until is None:
+            return False
+        if until < self._clock():
+            del self._exhausted[key]
+            return False
+        return True
+
+    def _remember_exhausted(self, key: str) -> None:
+        self._exhausted[key] = self._clock() + EXHAUSTED_MEMORY_SECONDS
+        self._exhausted.move_to_end(key)
+        while len(self._exhausted) > EXHAUSTED_MEMORY_SIZE:
+            self._exhausted.popitem(last=False)
 
     @staticmethod
     def _final_action(action: Action, retry: Retry | None, *, final: bool) -> Action:

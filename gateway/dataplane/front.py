@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange
 from gateway.errors import ContractViolation, GatewayError, problem_response
-from gateway.headers import AGENT, CHECKPOINT, FALLBACK, RUN, VERDICT
+from gateway.headers import AGENT, ATTEMPTS, CHECKPOINT, FALLBACK, RUN, VERDICT
 from gateway.observability.observe import Observer
 from gateway.observability.telemetry import RUN_BAGGAGE, trace_id_of
 from gateway.outcomes import Verdict
@@ -106,6 +106,7 @@ async def stamp(request: web.Request, response: web.StreamResponse) -> None:
         return  # not a proxied request (the escalation outcome endpoint)
     headers = response.headers
     headers[RUN] = exchange.run_id
+    headers[ATTEMPTS] = str(len(exchange.failed_attempts) + (1 if exchange.upstream_started else 0))
     if exchange.checkpoint is not None:
         headers[CHECKPOINT] = exchange.checkpoint
     if exchange.fallback is not None:

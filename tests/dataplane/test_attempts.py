@@ -249,3 +249,30 @@ async def test_act_on_failed_status(fields: dict[str, Any], steps: list[Step], f
     response = await attempts(exchange("GET", policy=policy(**fields)), script)
     assert response.status == 503
     assert [flag for _, flag, _ in script.seen] == flags
+
+
+async def test_a_client_repeating_an_exhausted_key_gets_one_attempt_not_another_round() -> None:
+    """3 client retries behind 3 gateway attempts made the agent see 9 calls; now it sees 3 + 1 + 1 + 1."""
+    clock = FakeClock()
+    attempts = Attempts(BreakerRegistry(), clock=clock, rand=lambda: 0.5, sleep=clock.sleep)
+    retrying = policy(retry={"max_attempts": 3})
+    calls = 0
+
+    async def always_down(exchange: Exchange) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        raise AttemptFailed(Verdict.UPSTREAM_ERROR, UpstreamError("agent", "down"))
+
+    def keyed() -> Exchange:
+        request = exchange(policy=retrying, headers={"Idempotency-Key": "k"})
+        request.checkpoint_key = "agent POST /tasks key:k"
+        return request
+
+    for _ in range(4):  # the first request, then the client's three retries of it
+        with pytest.raises(Failure):
+            await attempts(keyed(), always_down)
+    assert calls == 3 + 1 + 1 + 1
+    clock.now += 120  # long after: the key is a new logical request again
+    with pytest.raises(Failure):
+        await attempts(keyed(), always_down)
+    assert calls == 6 + 3
