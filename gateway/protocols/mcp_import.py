@@ -1,4 +1,4 @@
-"""Contracts from an MCP server's own declarations: one contract per tool, from ``tools/list``.
+"""Contracts from an MCP server's own declarations: one contract per tool, from ``tools/list``, and a pin.
 
 Each tool's ``inputSchema`` becomes the contract's ``jsonrpc.params`` (at ``/params/arguments``) and its
 ``outputSchema``, when declared, the ``jsonrpc.result`` (a result that is not an error must carry
@@ -6,6 +6,11 @@ Each tool's ``inputSchema`` becomes the contract's ``jsonrpc.params`` (at ``/par
 imported contracts are ordinary versioned documents: re-importing an unchanged tool set changes nothing, a changed
 one is a new version to review, diff and roll back — and until then the pinned contracts keep holding the server to
 what it declared (a tool whose answers drift from its import is refused).
+
+A last contract pins the tool set: ``tools/list`` must answer exactly the tools imported (names, descriptions,
+schemas), so a tool whose description was rewritten to steer the model (tool poisoning) or a tool added or changed
+without review is a ``response_invalid`` verdict, refused by default (``failure_modes.response_invalid: pass``
+lets it through with a warning; ``escalate`` hands it to a person), the differing tools pointed at in the audit.
 
 The client is a minimal MCP streamable-HTTP client (``initialize``, ``notifications/initialized``, ``tools/list``
 with pagination): enough to read declarations, with no MCP SDK needed at run time.
@@ -57,6 +62,23 @@ def contracts_from_tools(
         if tool.get("description"):
             document["description"] = str(tool["description"])
         documents.append(document)
+    documents.append(
+        {
+            "id": f"{prefix}tools-list"[:128],
+            "description": "Tool-set pin: tools/list must answer exactly the tools imported (tool poisoning, or an "
+            "unannounced change, is refused; re-import to accept a new tool set).",
+            "route": route,
+            "operation": {"method": "POST", "path": path},
+            "jsonrpc": {
+                "method": "tools/list",
+                "result": {
+                    "type": "object",
+                    "required": ["tools"],
+                    "properties": {"tools": {"type": "array", "items": {"enum": [dict(t) for t in tools]}}},
+                },
+            },
+        }
+    )
     return documents
 
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from mcp import MCPError
 
+from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
 from gateway.protocols.mcp_import import contracts_from_tools
 from tests.conftest import TOKEN, gateway_config
@@ -56,11 +57,13 @@ async def import_mcp(gateway: RunningGateway, url: str) -> dict[str, Any]:
 def test_a_tool_becomes_a_contract_on_its_arguments_and_declared_output() -> None:
     tool = {"name": "add", "description": "Add.", "inputSchema": {"type": "object", "required": ["a"]},
             "outputSchema": {"type": "object", "required": ["result"]}}  # fmt: skip
-    (document,) = contracts_from_tools([tool], route="tools", path="/mcp")
+    document, pin = contracts_from_tools([tool], route="tools", path="/mcp")
     assert document["id"] == "mcp.add"
     assert document["jsonrpc"]["tool"] == "add"
     assert document["jsonrpc"]["params"]["properties"]["arguments"] == tool["inputSchema"]
     assert document["jsonrpc"]["result"]["else"]["properties"]["structuredContent"] == tool["outputSchema"]
+    assert pin["jsonrpc"]["method"] == "tools/list"
+    assert pin["jsonrpc"]["result"]["properties"]["tools"]["items"] == {"enum": [tool]}
 
 
 async def test_imported_contracts_refuse_a_drifted_tool_through_the_official_client(
@@ -69,10 +72,17 @@ async def test_imported_contracts_refuse_a_drifted_tool_through_the_official_cli
     gateway = await make_gateway(gateway_config([{"name": "agent", "upstream": drifted_peer.base}]))
     imported = await import_mcp(gateway, mcp_peer.url)
     assert imported["tools"] == 2
-    assert {c["id"] for c in imported["registered"]["registered"]} == {"mcp.add", "mcp.echo"}
+    assert {c["id"] for c in imported["registered"]["registered"]} == {"mcp.add", "mcp.echo", "mcp.tools-list"}
     again = await import_mcp(gateway, mcp_peer.url)
-    assert (again["unchanged"], again["registered"]) == (2, None)  # an unchanged tool set makes no new version
+    assert (again["unchanged"], again["registered"]) == (3, None)  # an unchanged tool set makes no new version
     url = f"{gateway.data_url}/agent/mcp"
+    async with mcp_session(url) as session:
+        with pytest.raises(MCPError) as pinned:  # the drifted server's add declares another output: not the pin
+            await session.list_tools()
+    assert pinned.value.error.data["contract"] == "mcp.tools-list"
+    assert pinned.value.error.data["violations"][0]["pointer"].startswith("/result/tools/")
+    async with AdminClient(gateway.admin_url, TOKEN) as admin:  # lift the pin: the per-tool contracts still hold
+        await admin.request("DELETE", "/contracts/mcp.tools-list")
     async with mcp_session(url) as session:
         assert {tool.name for tool in (await session.list_tools()).tools} == {"add", "echo"}
         assert (await session.call_tool("echo", {"text": "hi"})).structured_content == {"result": "hi"}
