@@ -7,9 +7,6 @@ handoff could not be escalated (so it knows it must retry), and the failure is l
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -17,46 +14,7 @@ import pytest
 from aiohttp import web
 
 from gateway.admin.client import AdminClient
-from tests.conftest import TOKEN, Upstream, contract, eventually_blocking, free_port, gateway_config, redis_ping
-
-
-class RedisServer:
-    """A redis-server of this test's own, so it can be killed without touching the shared one."""
-
-    def __init__(self, binary: str) -> None:
-        self._binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        eventually_blocking(lambda: redis_ping(self.port), ignoring=(OSError,), what="redis-server started")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+from tests.conftest import TOKEN, RedisServer, Upstream, contract, gateway_config
 
 
 async def invalid_answer(request: web.Request) -> web.Response:

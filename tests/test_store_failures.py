@@ -12,11 +12,9 @@ import asyncio
 import hashlib
 import json
 import secrets
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,57 +30,17 @@ from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import (
     TOKEN,
+    RedisServer,
     Upstream,
     contract,
     eventually,
-    eventually_blocking,
     free_port,
     gateway_config,
-    redis_ping,
     replying,
 )
 
 VALID = {"result": "ok"}
 PROBLEM = "application/problem+json"
-
-
-class RedisServer:
-    """A ``redis-server`` this test owns: it can be killed like a crashed server and started again."""
-
-    def __init__(self, binary: str) -> None:
-        self._binary = binary
-        self.port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        eventually_blocking(lambda: redis_ping(self.port), ignoring=(OSError,), what="redis-server started")
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def redis_gateway_config(upstream: Upstream, server: RedisServer, **overrides: Any) -> Any:
