@@ -31,18 +31,22 @@ class CheckRequest:
         self._keep_payloads = keep_payloads
 
     async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
-        contract = exchange.contract
         if exchange.rpc_calls:
             self._check_calls(exchange)
-        if contract is not None:
-            try:
-                document = await self._check_schemas(exchange, contract)
-                await self._check_context(exchange, contract, document)
-            except ContractViolation as refused:
-                raise _refusal(exchange, contract, refused) from refused
+        if exchange.contract is not None:
+            await self._check(exchange, exchange.contract)
         exchange.request_verdict = exchange.verdict
         exchange.request_notes = len(exchange.notes)
         return await call_next(exchange)
+
+    async def _check(self, exchange: Exchange, contract: CompiledContract) -> None:
+        """Schemas, then stale context. The parsed document lives only in this frame: kept alive across the
+        agent's answer, a 100 KiB document's thousands of objects would be rescanned by every collection."""
+        try:
+            document = await self._check_schemas(exchange, contract)
+            await self._check_context(exchange, contract, document)
+        except ContractViolation as refused:
+            raise _refusal(exchange, contract, refused) from refused
 
     def _check_calls(self, exchange: Exchange) -> None:
         """Each JSON-RPC call's ``params`` against its method's contract, at ``/params`` (``/<i>/params`` in a
