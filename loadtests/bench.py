@@ -2,6 +2,7 @@
 
     python loadtests/bench.py            # 1 KiB and 100 KiB, 10 s per cell
     python loadtests/bench.py --quick    # 4 s per cell: well under two minutes
+    python loadtests/bench.py --quick --sizes 1KiB 100KiB 1MiB --open-loop 250 500
 
 Every party is its own process on loopback: the upstream agent, the bare proxy (the Python floor: read the
 body, forward it and the headers with one pooled session, relay the answer), the gateway (``agent-gateway serve``
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SIZES = {"1KiB": 1024, "100KiB": 100 * 1024}
+SIZES = {"1KiB": 1024, "100KiB": 100 * 1024, "1MiB": 1024 * 1024}
+DEFAULT_SIZES = ("1KiB", "100KiB")
 ITEM = {"claim": "handoffs fail at the coordination layer", "source": "https://example.org/paper", "score": 0.5}
 CONTRACT_TEMPLATE: dict[str, Any] = {
     "id": "bench.findings",
@@ -246,7 +248,11 @@ def load(url: str, body: bytes, args: argparse.Namespace, workdir: Path) -> dict
     return result
 
 
-def gateway_config(workdir: Path, upstream: str, name: str, audit: bool) -> tuple[Path, int, int]:
+def gateway_config(
+    workdir: Path, upstream: str, name: str, audit: bool, *, shipped: bool = False
+) -> tuple[Path, int, int]:
+    """A gateway's settings: ``shipped`` leaves every default as a user gets it (log level included); otherwise
+    the tuned one (log level WARNING), with or without the audit trail."""
     port, admin_port = free_port(), free_port()
     contracts = workdir / "contracts"
     contracts.mkdir(exist_ok=True)
@@ -261,7 +267,7 @@ def gateway_config(workdir: Path, upstream: str, name: str, audit: bool) -> tupl
                 "routes": [{"name": "agent", "upstream": upstream}],
                 "contract_dirs": [str(contracts)],
                 "audit": {"enabled": audit},
-                "log_level": "WARNING",
+                **({} if shipped else {"log_level": "WARNING"}),
             }
         )
     )
@@ -272,6 +278,7 @@ def run_all(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="agent-gateway-bench-"))
     up_port, bare_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
+    shipped_config, shipped_port, shipped_admin = gateway_config(workdir, upstream, "shipped", True, shipped=True)
     config, gw_port, admin_port = gateway_config(workdir, upstream, "gateway", audit=True)
     lean_config, lean_port, lean_admin = gateway_config(workdir, upstream, "lean", audit=False)
     me = [sys.executable, __file__]
@@ -282,27 +289,107 @@ def run_all(args: argparse.Namespace) -> int:
         process(*me, "--role", "bare", "--port", str(bare_port), "--url", upstream) as bare_proc,
         process(*serve, str(config), env={"OTEL_TRACES_EXPORTER": "none"}) as gw_proc,
         process(*serve, str(lean_config), env={"OTEL_TRACES_EXPORTER": "none"}) as lean_proc,
+        process(*serve, str(shipped_config)) as shipped_proc,
     ):
         for url in (f"{upstream}/findings", f"http://127.0.0.1:{bare_port}/findings"):
             wait_ready(url)
-        for port in (admin_port, lean_admin):
+        for port in (admin_port, lean_admin, shipped_admin):
             wait_ready(f"http://127.0.0.1:{port}/readyz")
         targets = {
             "direct": (f"{upstream}/findings", up_proc.pid),
             "bare proxy": (f"http://127.0.0.1:{bare_port}/findings", bare_proc.pid),
+            "defaults": (f"http://127.0.0.1:{shipped_port}/agent/findings", shipped_proc.pid),
             "gateway": (f"http://127.0.0.1:{gw_port}/agent/findings", gw_proc.pid),
             "no audit": (f"http://127.0.0.1:{lean_port}/agent/findings", lean_proc.pid),
         }
         for size_name in args.sizes:
             body = payload(SIZES[size_name])
-            for gateway in ("gateway", "no audit"):
+            for gateway in GATEWAYS:
                 check_gateway_enforces(targets[gateway][0], body)
             for name, (url, pid) in targets.items():
                 load(url, body, argparse.Namespace(**{**vars(args), "seconds": 1}), workdir)  # warm-up
                 rows.append((size_name, name, measure(url, body, args, workdir, pid)))
+        opened = [
+            (rate, name, open_loop(targets[name][0], payload(SIZES["1KiB"]), rate, args.seconds, targets[name][1]))
+            for rate in args.open_loop
+            for name in ("direct", "bare proxy", "defaults")
+        ]
     print_table(rows, args)
+    if opened:
+        print_open_loop(opened, args)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+GATEWAYS = ("defaults", "gateway", "no audit")
+"""``defaults``: the settings a user gets (log level INFO, audit on); ``gateway``: tuned (log level WARNING),
+audit on; ``no audit``: tuned, audit off."""
+
+
+def run_open_loop(url: str, body: bytes, rate: float, seconds: float) -> dict[str, float]:
+    """Open-loop load: request *i* is due at ``start + i / rate`` whatever happened to the others, and its
+    latency counts from that scheduled time, so a stall shows up in every request it delayed (no coordinated
+    omission)."""
+    import aiohttp
+
+    async def main() -> dict[str, float]:
+        latencies: list[float] = []
+        errors = 0
+        headers = {"Content-Type": "application/json"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            async def one(due: float) -> None:
+                nonlocal errors
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        await resp.read()
+                        errors += resp.status != 200
+                except aiohttp.ClientError:
+                    errors += 1
+                latencies.append(time.perf_counter() - due)
+
+            start = time.perf_counter() + 0.2
+            await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
+        latencies.sort()
+
+        def at(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(len(latencies) * q))] * 1000
+
+        return {"p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999), "errors": errors, "sent": len(latencies)}
+
+    _uvloop()
+    return asyncio.run(main())
+
+
+def open_loop(url: str, body: bytes, rate: float, seconds: float, pid: int) -> dict[str, float]:
+    """One open-loop cell, from its own process; with the CPU the target spent per request."""
+    before = cpu_seconds(pid)
+    done = subprocess.run(
+        [sys.executable, __file__, "--role", "open-loop", "--url", url, "--body-size", str(len(body)),
+         "--seconds", str(seconds), "--rate", str(rate)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    stats: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    stats["cpu_us"] = (cpu_seconds(pid) - before) / max(1.0, stats["sent"]) * 1e6
+    return stats
+
+
+def print_open_loop(rows: list[tuple[float, str, dict[str, float]]], args: argparse.Namespace) -> None:
+    print(f"\nopen loop, 1 KiB, {args.seconds:g} s per cell: latency from the scheduled send time; "
+          "added = defaults minus direct\n")  # fmt: skip
+    print("| req/s | target     | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req | added p50 | added p99 |")
+    print("|-------|------------|--------|--------|----------|--------|------------|-----------|-----------|")
+    direct = {rate: stats for rate, name, stats in rows if name == "direct"}
+    for rate, name, stats in rows:
+        added = "           |           |"
+        if name == "defaults":
+            d = direct[rate]
+            added = f" {stats['p50_ms'] - d['p50_ms']:>9.2f} | {stats['p99_ms'] - d['p99_ms']:>9.2f} |"
+        print(
+            f"| {rate:>5.0f} | {name:<10} | {stats['p50_ms']:>6.2f} | {stats['p99_ms']:>6.2f} | "
+            f"{stats['p999_ms']:>8.2f} | {int(stats['errors']):>6} | {stats['cpu_us']:>10.0f} |{added}"
+        )
 
 
 def check_gateway_enforces(url: str, body: bytes) -> None:
@@ -332,7 +419,7 @@ def print_table(rows: list[tuple[str, str, dict[str, float]]], args: argparse.Na
         cells = {name: stats for size, name, stats in rows if size == size_name}
         for name, stats in cells.items():
             ratios = "                |              |"
-            if name in ("gateway", "no audit"):
+            if name in GATEWAYS:
                 direct = stats["rps"] / cells["direct"]["rps"]
                 bare = stats["rps"] / cells["bare proxy"]["rps"]
                 ratios = f" {direct:>14.2f} | {bare:>12.2f} |"
@@ -344,14 +431,19 @@ def print_table(rows: list[tuple[str, str, dict[str, float]]], args: argparse.Na
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--role", choices=("all", "upstream", "bare", "client"), default="all")
+    parser.add_argument("--role", choices=("all", "upstream", "bare", "client", "open-loop"), default="all")
     parser.add_argument("--port", type=int)
     parser.add_argument("--url")
     parser.add_argument("--body-size", type=int, default=1024)
     parser.add_argument("--quick", action="store_true", help="4 s per cell")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--sizes", nargs="+", choices=tuple(SIZES), default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", choices=tuple(SIZES), default=list(DEFAULT_SIZES))
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument(
+        "--open-loop", nargs="*", type=float, default=[], metavar="RATE",
+        help="also drive direct, bare and the shipped defaults at these fixed rates (req/s), e.g. 250 500",
+    )  # fmt: skip
     parser.add_argument("--loader", choices=("wrk", "aiohttp"), default="wrk" if shutil.which("wrk") else "aiohttp")
     args = parser.parse_args()
     if args.quick:
@@ -362,6 +454,8 @@ def main() -> int:
         run_bare_proxy(args.port, args.url)
     elif args.role == "client":
         print(json.dumps(run_client(args.url, payload(args.body_size), args.seconds, args.connections)))
+    elif args.role == "open-loop":
+        print(json.dumps(run_open_loop(args.url, payload(args.body_size), args.rate, args.seconds)))
     else:
         return run_all(args)
     return 0
