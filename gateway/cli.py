@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import logging
 import os
 import signal
@@ -253,8 +254,19 @@ async def _routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("agent-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent-gateway", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="agent-gateway", description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"agent-gateway {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")

@@ -92,3 +92,13 @@ def test_serve_and_manage_contracts_from_the_command_line(served: tuple[str, dic
     assert refused.returncode == 2
     assert "unauthorized" in refused.stdout
     assert refused.stderr.startswith("agent-gateway: the admin API refused: 401")
+
+
+def test_version_and_help_read_as_plain_text() -> None:
+    version = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert version.returncode == 0
+    assert version.stdout.startswith("agent-gateway ")
+    assert version.stdout.split()[1][0].isdigit()
+    helped = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert helped.returncode == 0
+    assert "``" not in helped.stdout  # no reStructuredText markup in what a person reads
