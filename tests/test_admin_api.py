@@ -313,3 +313,15 @@ async def test_openapi_states_bounds_bodies_statuses_and_security(
     assert schemas["ActivateRequest"]["properties"]["version"]["maximum"] == 2**31 - 1
     assert document["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
     assert put["responses"]["401"]["content"]["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
+
+
+async def test_an_unchanged_document_mints_no_new_version(gateway: RunningGateway, admin: AdminClient) -> None:
+    """Pushing the same files again (CI, a re-applied ConfigMap) changes nothing; a changed one is version 2."""
+    first = await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    again = await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    bulk = await admin.request("POST", "/contracts", body={"contracts": [contract()]})
+    assert first["version"] == again["version"] == bulk["registered"][0]["version"] == 1
+    changed = await admin.request("PUT", "/contracts/agent.tasks", body=contract(description="now documented"))
+    assert changed["version"] == 2
+    versions = await admin.request("GET", "/contracts/agent.tasks/versions")
+    assert [v["version"] for v in versions["versions"]] == [1, 2]

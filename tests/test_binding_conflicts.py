@@ -53,7 +53,8 @@ async def test_a_second_contract_on_the_same_binding_is_refused_naming_the_holde
     gateway: RunningGateway, admin: AdminClient, held: str, claimed: str
 ) -> None:
     await admin.request("PUT", "/contracts/first", body=bound("first", held))
-    await admin.request("PUT", "/contracts/first", body=bound("first", held))  # a new version is no conflict
+    second_version = {**bound("first", held), "description": "v2"}
+    await admin.request("PUT", "/contracts/first", body=second_version)  # a new version is no conflict
     problem = await refused(admin, "PUT", "/contracts/second", bound("second", claimed))
     assert "'first' version 2" in problem["detail"]
     assert problem["errors"][0]["pointer"] == "/operation"

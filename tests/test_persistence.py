@@ -38,7 +38,9 @@ async def test_contracts_versions_and_routes_survive_restart(
                 (1, True, None),
                 (2, False, "shadow"),
             ]
-            assert (await admin.request("PUT", "/contracts/agent.tasks", body=contract()))["version"] == 3
+            assert (await admin.request("PUT", "/contracts/agent.tasks", body=contract()))["version"] == 1  # unchanged
+            changed = contract(description="numbering continues after a restart")
+            assert (await admin.request("PUT", "/contracts/agent.tasks", body=changed))["version"] == 3
     finally:
         await second.close()
 

@@ -39,6 +39,9 @@ class _HasId(Protocol):
     @property
     def id(self) -> str: ...
 
+    @property
+    def raw(self) -> Mapping[str, Any]: ...
+
 
 SpecT = TypeVar("SpecT", bound=_HasId)
 TableT = TypeVar("TableT")
@@ -103,20 +106,30 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
         self, documents: Sequence[Mapping[str, Any]], *, activate: bool = True
     ) -> list[StoredDocument]:
         """Register several documents as one change (documents that refer to each other can arrive together);
-        either all are accepted and stored, or none is."""
+        either all are accepted and stored, or none is. A document identical to the version in force stores
+        nothing: pushing the same files again (CI, a ConfigMap re-applied) must not mint versions nobody wrote."""
         specs = await asyncio.to_thread(self._parse_all, documents)
         if len({spec.id for spec in specs}) != len(specs):
             raise ContractDocumentError(f"the same {self.kind} id appears twice in one registration", [])
         async with self._lock:
-            pending = {**self._active, **{spec.id: (spec, 0) for spec in specs}}
-            await asyncio.to_thread(self.build, pending)  # refuse before storing
-            stored = [await self._store.add_version(self.kind, s.id, d) for s, d in zip(specs, documents, strict=True)]
-            if activate:
-                for entry in stored:
+            kept = {s.id for s, d in zip(specs, documents, strict=True) if activate and self._unchanged(s, d)}
+            changed = [(s, d) for s, d in zip(specs, documents, strict=True) if s.id not in kept]
+            if changed:
+                pending = {**self._active, **{spec.id: (spec, 0) for spec, _ in changed}}
+                await asyncio.to_thread(self.build, pending)  # refuse before storing
+            stored = {s.id: await self._store.add_version(self.kind, s.id, d) for s, d in changed}
+            if activate and changed:
+                for entry in stored.values():
                     await self._store.set_active(self.kind, entry.id, entry.version)
-                versions = {entry.id: entry.version for entry in stored}
-                await self._swap({**self._active, **{spec.id: (spec, versions[spec.id]) for spec in specs}})
-            return stored
+                await self._swap({**self._active, **{s.id: (s, stored[s.id].version) for s, _ in changed}})
+            for doc_id in kept:
+                stored[doc_id] = await self.version(doc_id, self._active[doc_id][1])
+            return [stored[spec.id] for spec in specs]
+
+    def _unchanged(self, spec: SpecT, document: Mapping[str, Any]) -> bool:
+        """Whether ``document`` is, member for member, the version of ``spec.id`` in force."""
+        entry = self._active.get(spec.id)
+        return entry is not None and dict(entry[0].raw) == dict(document)
 
     async def activate(self, doc_id: str, version: int) -> None:
         async with self._lock:
