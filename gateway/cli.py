@@ -23,11 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
-import yaml
 
-from gateway.admin.client import AdminAPIError, AdminClient, AdminUnavailable, AdminURLError
+from gateway.admin.client import AdminAPIError, AdminUnavailable, AdminURLError
 from gateway.app import start_gateway
+from gateway.cli_operations import add_operation_commands
+from gateway.cli_support import (
+    CommandError,
+    admin_client,
+    field,
+    json_ready,
+    print_json,
+    read_bytes,
+    read_payload,
+)
 from gateway.config import ConfigError, load_config, retired_variables
 from gateway.contracts.document import ContractDocumentError, load_document_text
 from gateway.errors import GatewayError
@@ -36,16 +44,6 @@ from gateway.protocols.mcp_import import ImportFailed, contracts_from_tools, lis
 from gateway.report import render_timeline
 
 REPO = Path(__file__).resolve().parent.parent
-ADMIN_VARIABLES = ("GATEWAY_ADMIN_URL", "GATEWAY_ADMIN_TOKEN")
-"""Retired names the admin commands warn about (``serve`` warns about every retired setting)."""
-
-
-class CommandError(Exception):
-    """A failure reported in one line; ``code`` is the exit status (1 runtime failure, 2 usage error)."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _startup_errors() -> tuple[type[Exception], ...]:
@@ -56,10 +54,6 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     except ImportError:
         return (OSError, sqlite3.Error, GatewayError)
     return (OSError, sqlite3.Error, GatewayError, RedisError)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def _event_loop_policy() -> None:
@@ -103,69 +97,26 @@ async def _demo(args: argparse.Namespace) -> int:
     return await run_demo(args.contracts, args.policies)
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CommandError(f"{path}: cannot read it: {exc.strerror or exc}", 2) from None
-
-
-def _json_ready(value: Any, path: Path) -> Any:
-    """``value`` if it can be sent as JSON (YAML can also spell sets, binary and odd keys, which cannot)."""
-    try:
-        orjson.dumps(value)
-    except TypeError as exc:
-        raise CommandError(f"{path}: cannot be sent as JSON: {exc}", 2) from None
-    return value
-
-
-def _read_payload(path: Path) -> Any:
-    """A payload file: YAML when named ``*.yaml``/``*.yml``, JSON otherwise."""
-    raw = _read(path)
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            return _json_ready(yaml.safe_load(raw), path)
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise CommandError(f"{path}: not valid JSON: {exc}", 2) from None
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise CommandError(f"{path}: not valid YAML: {exc}", 2) from None
-
-
 def _read_document(path: Path) -> dict[str, Any]:
-    return dict(_json_ready(load_document_text(_read(path), source=str(path)), path))
-
-
-def _admin(args: argparse.Namespace) -> AdminClient:
-    """The admin client for ``--admin-url`` / ``AGENT_GATEWAY_ADMIN_URL``, after warning about retired names."""
-    for warning in retired_variables({k: v for k, v in os.environ.items() if k in ADMIN_VARIABLES}):
-        print(f"agent-gateway: warning: {warning}", file=sys.stderr)
-    return AdminClient(args.admin_url)
-
-
-def _field(answer: Any, key: str) -> Any:
-    """``answer[key]``, or a one-line failure when what answered is not the admin API."""
-    if not isinstance(answer, dict) or key not in answer:
-        raise AdminUnavailable(f"the answer has no {key!r}: is the admin URL the agent-gateway admin listener?")
-    return answer[key]
+    return dict(json_ready(load_document_text(read_bytes(path), source=str(path)), path))
 
 
 async def _documents(args: argparse.Namespace) -> int:
     """``contracts`` and ``policies``: the same verbs on either collection (plus ``validate`` for contracts)."""
     base = f"/{args.collection}"
     documents = [_read_document(path) for path in args.files] if args.action == "push" else []
-    payload = _read_payload(args.payload) if args.action == "validate" else None
-    async with _admin(args) as admin:
+    payload = read_payload(args.payload) if args.action == "validate" else None
+    async with admin_client(args) as admin:
         if args.action == "push":
             query = "" if args.activate else "?activate=false"
-            _print_json(await admin.request("POST", base + query, body={args.collection: documents}))
+            print_json(await admin.request("POST", base + query, body={args.collection: documents}))
         elif args.action == "list":
-            _print_json(await admin.request("GET", base))
+            print_json(await admin.request("GET", base))
         elif args.action == "show":
             suffix = f"/versions/{args.version}" if args.version else ""
-            _print_json(await admin.request("GET", f"{base}/{args.id}{suffix}"))
+            print_json(await admin.request("GET", f"{base}/{args.id}{suffix}"))
         elif args.action == "activate":
-            _print_json(await admin.request("POST", f"{base}/{args.id}/activate", body={"version": args.version}))
+            print_json(await admin.request("POST", f"{base}/{args.id}/activate", body={"version": args.version}))
         elif args.action == "validate":
             body = {
                 "direction": args.direction,
@@ -174,8 +125,8 @@ async def _documents(args: argparse.Namespace) -> int:
                 "payload": payload,
             }
             result = await admin.request("POST", f"{base}/{args.id}/validate", body=body)
-            _print_json(result)
-            return 0 if _field(result, "valid") is True else 1
+            print_json(result)
+            return 0 if field(result, "valid") is True else 1
     return 0
 
 
@@ -207,7 +158,7 @@ async def _import_mcp(args: argparse.Namespace) -> int:
         except ImportFailed as exc:
             raise CommandError(str(exc), 1) from None
     documents = contracts_from_tools(tools, route=args.route, path=args.path, prefix=args.prefix)
-    async with _admin(args) as admin:
+    async with admin_client(args) as admin:
         changed = []
         for document in documents:
             try:
@@ -219,36 +170,36 @@ async def _import_mcp(args: argparse.Namespace) -> int:
             if active is None or active.get("document") != document:
                 changed.append(document)
         stored = await admin.request("POST", "/contracts", body={"contracts": changed}) if changed else None
-    _print_json({"tools": len(tools), "unchanged": len(documents) - len(changed), "registered": stored})
+    print_json({"tools": len(tools), "unchanged": len(documents) - len(changed), "registered": stored})
     return 0
 
 
 async def _runs(args: argparse.Namespace) -> int:
-    async with _admin(args) as admin:
+    async with admin_client(args) as admin:
         if args.action == "list":
             result = await admin.request("GET", f"/runs?limit={args.limit}")
             if args.json:
-                _print_json(result)
+                print_json(result)
             else:
-                for run in _field(result, "runs"):
+                for run in field(result, "runs"):
                     print(f"{run['run_id']:<24} {run['handoffs']:>4} handoffs {run['failures']:>3} failures")
         else:
             run = await admin.request("GET", f"/runs/{args.id}")
             if args.json:
-                _print_json(run)
+                print_json(run)
             else:
-                _field(run, "handoffs")  # refuse a foreign answer before rendering it as a timeline
+                field(run, "handoffs")  # refuse a foreign answer before rendering it as a timeline
                 print(render_timeline(run))
     return 0
 
 
 async def _routes(args: argparse.Namespace) -> int:
-    async with _admin(args) as admin:
+    async with admin_client(args) as admin:
         if args.action == "list":
-            _print_json(await admin.request("GET", "/routes"))
+            print_json(await admin.request("GET", "/routes"))
         elif args.action == "put":
             spec = {"upstream": args.upstream, "prefix": args.prefix, "default": args.default}
-            _print_json(await admin.put_route(args.name, spec))
+            print_json(await admin.put_route(args.name, spec))
         elif args.action == "delete":
             await admin.request("DELETE", f"/routes/{args.name}")
     return 0
@@ -329,6 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     delete = route_actions.add_parser("delete", parents=[admin_url])
     delete.add_argument("name")
     routes.set_defaults(run=_routes)
+    add_operation_commands(sub, admin_url)
     return parser
 
 
@@ -344,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(run(args))
     except AdminAPIError as exc:
-        _print_json(exc.problem)  # the whole problem on stdout, for scripts; the gist on stderr
+        print_json(exc.problem)  # the whole problem on stdout, for scripts; the gist on stderr
         return _fail(f"the admin API refused: {exc}", 2)
     except AdminUnavailable as exc:
         return _fail(exc, 1)
