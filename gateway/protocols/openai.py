@@ -89,13 +89,29 @@ def _index(choice: Mapping[str, Any], position: int) -> int:
 
 
 def message_contents(document: Any) -> list[Content]:
-    """Each choice's ``message.content`` of a (non-streamed) chat completion, with its pointer."""
+    """Each choice's ``message.content`` of a (non-streamed) chat completion, with its pointer; for a Responses
+    API answer (``output``), each ``output_text`` part of its messages (``/output/<i>/content/<j>/text``)."""
+    if isinstance(document, Mapping) and isinstance(document.get("output"), list):
+        return _output_texts(document["output"])
     found: list[Content] = []
     for position, choice in enumerate(_choices(document)):
         message = choice.get("message")
         text = message.get("content") if isinstance(message, Mapping) else None
         pointer = join(["choices", position, "message", "content"])
         found.append(Content(_index(choice, position), pointer, text if isinstance(text, str) else None))
+    return found
+
+
+def _output_texts(output: list[Any]) -> list[Content]:
+    found: list[Content] = []
+    for i, item in enumerate(output):
+        if not (isinstance(item, Mapping) and item.get("type") == "message" and isinstance(item.get("content"), list)):
+            continue
+        for j, part in enumerate(item["content"]):
+            if isinstance(part, Mapping) and part.get("type") == "output_text":
+                text = part.get("text")
+                pointer = join(["output", i, "content", j, "text"])
+                found.append(Content(len(found), pointer, text if isinstance(text, str) else None))
     return found
 
 

@@ -106,3 +106,17 @@ async def test_the_openai_client_surfaces_the_problem_of_a_stream_error(chat_pee
 def test_done_is_the_openai_sentinel() -> None:
     (event,) = SSEParser().feed(serialize(DONE))
     assert should_skip(event)
+
+
+def test_a_responses_api_answer_yields_its_output_text_parts() -> None:
+    document = {
+        "object": "response",
+        "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "role": "assistant",
+             "content": [{"type": "output_text", "text": '{"steps": []}'}, {"type": "refusal", "refusal": "no"}]},
+        ],
+    }  # fmt: skip
+    (content,) = message_contents(document)
+    assert content.pointer == "/output/1/content/0/text"
+    assert content.text == '{"steps": []}'
