@@ -41,7 +41,7 @@ from gateway.policies.checkpoint import Checkpoints
 from gateway.policies.escalation import OUTCOME_PATH, Escalations
 from gateway.policies.registry import PolicyRegistry
 from gateway.redaction import redactor_for
-from gateway.store.base import ChangeFeed, Store
+from gateway.store.base import ChangeFeed, Store, cancel_requested
 from gateway.store.sqlite import SQLiteStore
 
 log = logging.getLogger("agent_gateway")
@@ -112,7 +112,7 @@ async def follow_changes(state: GatewayState) -> None:
     """Rebuild a table whenever another gateway sharing the store changes it (Redis pub/sub)."""
     assert isinstance(state.store, ChangeFeed)
     registries: dict[str, Any] = {"route": state.routes, "contract": state.contracts, "policy": state.policies}
-    while True:
+    while not cancel_requested():
         try:
             async for kind in state.store.changes():
                 if kind in registries:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from gateway.config import AuditSettings
 from gateway.outcomes import FAULTY
-from gateway.store.base import HandoffRecord, Store
+from gateway.store.base import HandoffRecord, Store, cancel_requested
 
 log = logging.getLogger("agent_gateway.audit")
 
@@ -90,7 +90,7 @@ class AuditLog:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not cancel_requested():  # also when a store driver swallowed the CancelledError (redis-py can)
             interval = self._settings.flush_interval  # doubled per failure in a row, up to MAX_RETRY_DELAY
             await asyncio.sleep(min(max(interval, MAX_RETRY_DELAY), interval * 2 ** min(failures, 16)))
             try:

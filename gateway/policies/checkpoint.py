@@ -29,7 +29,7 @@ from types import TracebackType
 
 from gateway.errors import CheckpointInFlight, IdempotencyKeyReused, StoreUnavailable
 from gateway.policies.document import Checkpoint
-from gateway.store.base import Store
+from gateway.store.base import Store, cancel_requested
 
 log = logging.getLogger("agent_gateway.checkpoint")
 
@@ -130,7 +130,7 @@ class Lease:
         checkpoints.keep(self._renewer)
 
     async def _renew(self) -> None:
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(self._policy.lease_seconds / 3)
             try:
                 if not await self._checkpoints.renew(self.key, self._owner, self._policy):

@@ -12,6 +12,7 @@ failures per operation in ``failures`` (``agent_gateway_store_errors_total``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -280,3 +281,11 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def cancel_requested() -> bool:
+    """Whether the running task was asked to stop. A background loop over the store checks this as well as
+    catching ``CancelledError``: a driver may turn a cancellation that lands mid-reconnect into its own error
+    (redis-py does), and a loop that retries on errors would then never stop (a gateway that never closes)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
