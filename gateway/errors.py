@@ -58,6 +58,10 @@ class Violation:
     def as_dict(self) -> dict[str, str]:
         return {"pointer": self.pointer, "keyword": self.keyword, "message": self.message}
 
+    def under(self, prefix: str) -> Violation:
+        """The same violation, its pointer taken from inside the member at ``prefix`` (``/params``, ``/headers``)."""
+        return Violation(prefix + self.pointer, self.keyword, self.message)
+
 
 class GatewayError(Exception):
     """Base class: a failure the gateway reports to its caller as a problem document."""

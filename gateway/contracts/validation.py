@@ -159,7 +159,7 @@ def _merge(parts: Iterable[tuple[str, Verdict]], limit: int) -> Verdict:
     total = 0
     for prefix, (violations, count) in parts:
         total += count
-        listed += [Violation(prefix + v.pointer, v.keyword, v.message) for v in violations]
+        listed += [v.under(prefix) for v in violations]
     return tuple(listed[:limit]), min(total, limit + 1)
 
 

@@ -66,7 +66,7 @@ def check_rpc_message(exchange: Exchange, pending: jsonrpc.Pending, calls: dict[
     if schema is None:
         return
     violations, total = schema.check(message.body, limit)
-    shifted = tuple(Violation(prefix + member + v.pointer, v.keyword, v.message) for v in violations)
+    shifted = tuple(v.under(prefix + member) for v in violations)
     judge(exchange, call.contract, "response", shifted, total)
 
 

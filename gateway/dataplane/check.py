@@ -19,7 +19,7 @@ from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.failures import AttemptFailed, Failure
 from gateway.dataplane.verdicts import judge
-from gateway.errors import ContractViolation, StoreUnavailable, Violation
+from gateway.errors import ContractViolation, StoreUnavailable
 from gateway.outcomes import Verdict
 
 
@@ -57,7 +57,7 @@ class CheckRequest:
                 continue
             violations, total = contract.rpc_params.check(call.message.body, self._max_violations)
             prefix = "/params" if call.index is None else f"/{call.index}/params"
-            shifted = tuple(Violation(prefix + v.pointer, v.keyword, v.message) for v in violations)
+            shifted = tuple(v.under(prefix) for v in violations)
             try:
                 judge(exchange, contract, "request", shifted, total)
             except ContractViolation as refused:

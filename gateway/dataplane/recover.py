@@ -35,7 +35,6 @@ from gateway.errors import (
     FallbackInvalid,
     GatewayError,
     StoreUnavailable,
-    UpstreamPayloadTooLarge,
     problem_response,
 )
 from gateway.headers import ESCALATION_ID, ESCALATION_STATUS, RETRY_AFTER
@@ -156,14 +155,8 @@ class Recover:
             if route is None:
                 raise failure.error
             async with self._upstream.call(exchange, route, exchange.request_body, None) as answer:
-                status, read, content_type = (
-                    answer.status,
-                    await read_limited(answer, self._max_body_bytes),
-                    answer.content_type,
-                )
-            if read is None:
-                raise UpstreamPayloadTooLarge(self._max_body_bytes)
-            body = read
+                status, content_type = answer.status, answer.content_type
+                body = await read_limited(answer, self._max_body_bytes)
             origin = f"route:{route.name}"
         else:
             status, body, content_type = fallback.status, orjson.dumps(fallback.body), "application/json"

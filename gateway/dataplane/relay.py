@@ -103,15 +103,10 @@ class Relay:
         self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str], contract: CompiledContract,
         schema: CompiledSchema,
     ) -> web.Response:  # fmt: skip
-        limits = self._limits
-        body = await read_limited(answer, limits.max_body_bytes)
-        exchange.upstream_seconds = exchange.attempt_seconds
-        if body is None:
-            raise UpstreamPayloadTooLarge(limits.max_body_bytes)
-        exchange.response_body = body
+        body = await self._read(exchange, answer)
         encoding = answer.headers.get("Content-Encoding")
         document, (violations, total) = await contract.check_response_off_loop(
-            schema, body, answer.content_type, encoding, limits.max_violations, limits.offload_bytes
+            schema, body, answer.content_type, encoding, self._limit, self._limits.offload_bytes
         )
         if self._keep_payloads:
             exchange.response_document = document
@@ -126,8 +121,6 @@ class Relay:
         around the gateway (no contract, retry or audit). Its interface URLs are moved behind this route of the
         gateway, as the caller reached it. A signed card cannot be changed: it is relayed, and that is logged."""
         body = await read_limited(answer, self._limits.max_body_bytes)
-        if body is None:
-            raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
         assert exchange.route is not None
         request = exchange.request
         base = f"{request.scheme}://{request.host}{exchange.route.effective_prefix}"
@@ -146,12 +139,14 @@ class Relay:
             exchange.notes.append("agent_card=rewritten")
         return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)
 
-    async def _checked_rpc(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> web.Response:
-        body = await read_limited(answer, self._limits.max_body_bytes)
+    async def _read(self, exchange: Exchange, answer: Answer) -> bytes:
+        """The agent's whole answer (within the body limit), kept on the exchange for the audit trail."""
+        body = exchange.response_body = await read_limited(answer, self._limits.max_body_bytes)
         exchange.upstream_seconds = exchange.attempt_seconds
-        if body is None:
-            raise UpstreamPayloadTooLarge(self._limits.max_body_bytes)
-        exchange.response_body = body
+        return body
+
+    async def _checked_rpc(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> web.Response:
+        body = await self._read(exchange, answer)
         check_rpc_answer(exchange, body, answer.content_type, self._limit)
         return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)
 
@@ -184,7 +179,10 @@ class Relay:
         return response
 
     async def _failed_status(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> AttemptFailed:
-        body = await read_limited(answer, self._limits.max_body_bytes) or b""
+        try:
+            body = await read_limited(answer, self._limits.max_body_bytes)
+        except UpstreamPayloadTooLarge:
+            body = b""  # kept only to relay on reject; the failure is the status, not the size
         exchange.upstream_seconds = exchange.attempt_seconds
         exchange.response_body = body
         route = exchange.route.name if exchange.route else "?"

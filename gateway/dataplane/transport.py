@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.config import Timeouts
-from gateway.errors import PayloadTooLarge, RequestTimeout
+from gateway.errors import PayloadTooLarge, RequestTimeout, UpstreamPayloadTooLarge
 
 #: Connection-specific fields a proxy must not forward (RFC 9110 §7.6.1), plus the pre-standard
 #: ``Proxy-Connection`` and ``Keep-Alive`` that clients still send.
@@ -137,15 +137,17 @@ async def read_request_body(request: web.Request, limit: int, idle: float) -> by
     return b"".join([chunk async for chunk in _chunks(request, limit, idle)])
 
 
-async def read_limited(response: Answer, limit: int) -> bytes | None:
-    """The whole upstream body, or ``None`` if it is longer than ``limit`` bytes."""
+async def read_limited(response: Answer, limit: int) -> bytes:
+    """The whole upstream body; :class:`UpstreamPayloadTooLarge` once it is longer than ``limit`` bytes."""
     if response.content_length is not None:
-        return None if response.content_length > limit else await response.read()
+        if response.content_length > limit:
+            raise UpstreamPayloadTooLarge(limit)
+        return await response.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(STREAM_CHUNK):
         size += len(chunk)
         if size > limit:
-            return None
+            raise UpstreamPayloadTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)

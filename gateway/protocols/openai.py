@@ -166,7 +166,7 @@ def check_json_text(content: Content, schema: SchemaCheck | None, limit: int) ->
     if schema is None:
         return (), 0
     violations, total = schema.check(document, limit)
-    return tuple(Violation(content.pointer + v.pointer, v.keyword, v.message) for v in violations), total
+    return tuple(v.under(content.pointer) for v in violations), total
 
 
 def stream_error(problem: Mapping[str, Any]) -> dict[str, Any]:
