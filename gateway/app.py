@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,22 +174,23 @@ async def _serve_data_plane(
     state: GatewayState, proxy: Proxy, session: aiohttp.ClientSession, unwind: contextlib.AsyncExitStack
 ) -> web.AppRunner:
     config = state.config
-    follower = (
-        asyncio.create_task(follow_changes(state), name="store-changes")
-        if isinstance(state.store, ChangeFeed)
-        else None
-    )
+
+    async def follow_store(_: web.Application) -> AsyncIterator[None]:
+        """The change feed runs exactly as long as the data plane (started and stopped by ``setup``/``cleanup``)."""
+        follower = asyncio.create_task(follow_changes(state), name="store-changes")
+        yield
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
 
     async def close_session(_: web.Application) -> None:
-        if follower is not None:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
         await state.escalations.close()
         await session.close()
 
     data_app = web.Application(client_max_size=config.limits.max_body_bytes)
     data_app[STATE] = state
+    if isinstance(state.store, ChangeFeed):
+        data_app.cleanup_ctx.append(follow_store)
     data_app.on_cleanup.append(close_session)
     data_app.on_response_prepare.append(stamp)
     data_app.router.add_get(OUTCOME_PATH + "{id}", escalation_outcome(state.escalations))
