@@ -64,6 +64,20 @@ async def test_versioned_documents(store: Store) -> None:
     assert (await store.list_heads("contract"))[0].active_version is None
 
 
+async def test_active_documents_are_the_versions_in_force_in_one_call(store: Store) -> None:
+    for doc_id, n in [("b", 0), ("a", 1), ("a", 2), ("c", 3), ("a", 4)]:
+        await store.add_version("contract", doc_id, {"n": n})
+    await store.add_version("policy", "a", {"policy": True})
+    await store.set_active("contract", "a", 2)
+    await store.set_active("contract", "b", 1)  # "c" has versions but none in force: left out
+    await store.set_active("policy", "a", 1)
+    active = await store.active_documents("contract")
+    assert [(d.id, d.version, d.document) for d in active] == [("a", 2, {"n": 2}), ("b", 1, {"n": 0})]
+    assert active[0] == await store.get_version("contract", "a", 2)
+    assert [d.document for d in await store.active_documents("policy")] == [{"policy": True}]
+    assert await store.active_documents("nothing") == []
+
+
 async def test_audit_trail_runs_stats_and_retention(store: Store) -> None:
     await store.append_handoffs([handoff(1, "r1"), handoff(2, "r1", "inter-agent misalignment"), handoff(3, "r2")])
     await store.append_handoffs([handoff(4, "r1")])

@@ -223,6 +223,12 @@ class Store(Protocol):
 
     async def set_active(self, kind: str, doc_id: str, version: int | None) -> None: ...
 
+    async def active_documents(self, kind: str) -> list[StoredDocument]:
+        """The version in force of every document of ``kind`` (ids without one are left out), by id, in one
+        round trip: start-up and change propagation load thousands of contracts, and one query per document
+        made that linear in network or lock round trips."""
+        ...
+
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None: ...
 
     async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:

@@ -171,6 +171,19 @@ class RedisStore:
             await self._redis.hset(key, doc_id, str(version))
         await self._announce(kind)
 
+    async def active_documents(self, kind: str) -> list[StoredDocument]:
+        active = {_text(i): _text(v) for i, v in (await self._redis.hgetall(self._k("doc", "active", kind))).items()}
+        ids = sorted(active)
+        pipe = self._redis.pipeline(transaction=False)  # one round trip for every document, not one each
+        for doc_id in ids:
+            pipe.hget(self._k("doc", "ver", kind, doc_id), active[doc_id])
+        entries = [orjson.loads(raw) if raw is not None else None for raw in await pipe.execute()]
+        return [
+            StoredDocument(doc_id, int(active[doc_id]), entry["document"], entry["created_at"])
+            for doc_id, entry in zip(ids, entries, strict=True)
+            if entry is not None
+        ]
+
     # -- audit trail -------------------------------------------------------------------------------------
 
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:

@@ -173,6 +173,14 @@ class SQLiteStore:
     async def set_active(self, kind: str, doc_id: str, version: int | None) -> None:
         await self._write("UPDATE documents SET active_version = ? WHERE kind = ? AND id = ?", (version, kind, doc_id))
 
+    async def active_documents(self, kind: str) -> list[StoredDocument]:
+        rows = await self._all(
+            "SELECT d.id, d.active_version, v.document, v.created_at FROM documents d JOIN document_versions v"
+            " ON v.kind = d.kind AND v.id = d.id AND v.version = d.active_version WHERE d.kind = ? ORDER BY d.id",
+            (kind,),
+        )
+        return [StoredDocument(doc_id, version, orjson.loads(doc), created) for doc_id, version, doc, created in rows]
+
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
         def insert(c: sqlite3.Connection) -> None:
             rows = [
