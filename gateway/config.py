@@ -68,6 +68,8 @@ class AdminListener(_Frozen):
     token: SecretStr | None = None
     insecure: bool = False
     """Serve without a token (local development only); forces the listener onto loopback."""
+    trace_url: str | None = Field(None, pattern=r"^https?://\S*\{trace_id\}\S*$")
+    """The console links trace ids here, ``{trace_id}`` replaced (``http://jaeger:16686/trace/{trace_id}``)."""
 
 
 class Limits(_Frozen):
