@@ -203,6 +203,31 @@ class StoreConfig(_Frozen):
         return value
 
 
+class HealthSettings(_Frozen):
+    """The health listener (``gateway/control/health.py``): probes and Prometheus metrics that need no admin token,
+    so the kubelet, a container HEALTHCHECK and a scraper work whatever the admin settings. It serves nothing
+    sensitive, hence ``0.0.0.0``; a NetworkPolicy decides who may scrape it."""
+
+    host: str = "0.0.0.0"
+    port: int | None = Field(None, ge=0, le=65535)
+    """None: no health listener. The image sets 9902 (``AGENT_GATEWAY_HEALTH__PORT``); it is not the default
+    here because every embedded gateway (tests, the demo's four) would contend for one fixed port."""
+    agent_url: str | None = None
+    """The agent's own health URL (``http://127.0.0.1:8000/healthz``): ``/readyz`` fails while it does not
+    answer 2xx, so a Service stops sending traffic to a pod whose agent cannot take it."""
+    check_timeout: float = Field(1.0, gt=0)
+    """Seconds each readiness check (store, agent) may take before it counts as failed; probes must not hang."""
+
+    @field_validator("agent_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.startswith(("http://", "https://")):
+                raise ValueError("agent_url must be an http:// or https:// URL")
+            _check_url(value, "agent_url")
+        return value
+
+
 class GatewayConfig(_Frozen):
     listen: Listener = Listener()
     admin: AdminListener = AdminListener()
@@ -210,6 +235,7 @@ class GatewayConfig(_Frozen):
     timeouts: Timeouts = Timeouts()
     store: StoreConfig = StoreConfig()
     audit: AuditSettings = AuditSettings()
+    health: HealthSettings = HealthSettings()
     routes: tuple[RouteSpec, ...] = ()
     contract_dirs: tuple[Path, ...] = ()
     policy_dirs: tuple[Path, ...] = ()
