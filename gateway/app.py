@@ -2,7 +2,8 @@
 
 Start-up order: open the store → load stored routes (config routes override by name) → load stored contracts
 and policies → register document files whose content differs from their active version → open the client
-session → bind the data plane → bind the admin API → mark ready. ``close`` undoes it in reverse.
+session → bind the data plane → bind the admin API → bind the health listener → mark ready. ``close`` undoes it
+in reverse, except that the health listener closes after the data plane, so ``/readyz`` reports the drain.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.config import GatewayConfig
 from gateway.contracts.context import ContextTracker
 from gateway.contracts.document import load_document_file
 from gateway.contracts.registry import ContractRegistry
+from gateway.control.health import serve_health
 from gateway.control.routes import RouteRegistry
 from gateway.control.state import STATE, GatewayState
 from gateway.control.versioning import VersionedRegistry
@@ -85,6 +87,7 @@ class RunningGateway:
     tracer_provider: TracerProvider
     data_port: int
     admin_port: int | None
+    health_runner: web.AppRunner | None = None
 
     @property
     def data_url(self) -> str:
@@ -94,11 +97,17 @@ class RunningGateway:
     def admin_url(self) -> str | None:
         return None if self.admin_port is None else f"http://{LOOPBACK}:{self.admin_port}"
 
+    @property
+    def health_url(self) -> str | None:
+        return None if self.health_runner is None else f"http://{LOOPBACK}:{_bound_port(self.health_runner)}"
+
     async def close(self) -> None:
         self.state.ready = False
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         await self.data_runner.cleanup()
+        if self.health_runner is not None:
+            await self.health_runner.cleanup()
         await self.state.audit.close()
         await self.state.store.close()
         self.tracer_provider.shutdown()
@@ -247,6 +256,9 @@ async def start_gateway(
         unwind.push_async_callback(state.audit.close)
         data_runner = await _serve_data_plane(state, proxy, session, unwind)
         admin_runner, admin_port = await _serve_admin(state, insecure_admin, unwind)
+        health_runner = await serve_health(state, unwind)
         unwind.pop_all()  # started: RunningGateway.close owns all of it now
     state.ready = True
-    return RunningGateway(state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port)
+    return RunningGateway(
+        state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port, health_runner
+    )
