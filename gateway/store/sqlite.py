@@ -1,21 +1,22 @@
 """The embedded default store: one SQLite file (or ``:memory:``), no service to run.
 
-sqlite3 calls block, so each runs in a worker thread behind one lock; the store is only touched by admin
+sqlite3 calls block, so each runs in a worker thread behind a lock; the store is only touched by admin
 operations, start-up and the audit log's background flusher, never awaited per proxied request (except for
-contracts that declare stale-context tracking, and keyed requests' checkpoints), so this costs little on the
-data path. Every ``sqlite3.Error`` (locked, disk full, I/O error) surfaces as
-:class:`gateway.errors.StoreUnavailable`.
+contracts that declare stale-context tracking, and keyed requests' checkpoints, which have a connection of their
+own), so this costs little on the data path. Every ``sqlite3.Error`` (locked, disk full, I/O error) surfaces as
+:class:`gateway.errors.StoreUnavailable`. The schema and its migration are in ``sqlite_schema.py``, the audit
+trail's SQL (run summaries, batched retention) in ``sqlite_audit.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -32,78 +33,83 @@ from gateway.store.base import (
     StoredDocument,
     translate_errors,
 )
-from gateway.store.codec import decode_item, decode_record, encode_item, encode_record
+from gateway.store.codec import decode_item, decode_record, encode_item
+from gateway.store.sqlite_audit import PRUNE_BATCH, append, prune_artifacts_batch, prune_batch, prune_cutoff
+from gateway.store.sqlite_schema import connect, create_or_migrate, incremental_vacuum, transaction
+
+log = logging.getLogger("agent_gateway.store")
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS routes (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    kind TEXT NOT NULL, id TEXT NOT NULL, latest_version INTEGER NOT NULL, active_version INTEGER,
-    PRIMARY KEY (kind, id)
-);
-CREATE TABLE IF NOT EXISTS document_versions (
-    kind TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, document BLOB NOT NULL,
-    created_at REAL NOT NULL, PRIMARY KEY (kind, id, version)
-);
-CREATE TABLE IF NOT EXISTS handoffs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, run_id TEXT NOT NULL, started_at REAL NOT NULL,
-    route TEXT NOT NULL, verdict TEXT NOT NULL, category TEXT, mode TEXT, record BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS handoffs_run ON handoffs (run_id, started_at);
-CREATE TABLE IF NOT EXISTS artifacts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, artifact TEXT NOT NULL,
-    version REAL, digest TEXT, produced_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS artifacts_run ON artifacts (run_id, artifact);
-CREATE TABLE IF NOT EXISTS escalations (
-    id TEXT PRIMARY KEY, created_at REAL NOT NULL, status TEXT NOT NULL, route TEXT NOT NULL, item BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS escalations_status ON escalations (status, created_at);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    key TEXT PRIMARY KEY, request_digest TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL,
-    status INTEGER, headers BLOB, body BLOB, owner TEXT
-);
-"""
 _CHECKPOINT_COLUMNS = "key, request_digest, state, expires_at, status, headers, body, owner"
 
-
-def _migrate(c: sqlite3.Connection) -> None:
-    """Files written before claims had owners lack the column; add it (existing claims have no owner)."""
-    columns = {row[1] for row in c.execute("PRAGMA table_info(checkpoints)")}
-    if "owner" not in columns:
-        c.execute("ALTER TABLE checkpoints ADD COLUMN owner TEXT")
-
-
-@contextmanager
-def _transaction(c: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction (``BEGIN IMMEDIATE``: taken before reading, so read-then-write is atomic)."""
-    c.execute("BEGIN IMMEDIATE")
-    try:
-        yield c
-    except BaseException:
-        c.execute("ROLLBACK")
-        raise
-    c.execute("COMMIT")
+SWEEP_INTERVAL = 60.0
+"""Seconds between background sweeps of expired checkpoints."""
 
 
 @translate_errors(sqlite3.Error)
 class SQLiteStore:
-    def __init__(self, path: str = ":memory:") -> None:
+    """Two connections to one WAL file: checkpoints (awaited by keyed requests on the data path) have their own
+    connection and lock, so a keyed request waits at most for SQLite's write lock (one short audit batch or
+    retention transaction), never behind the queue of admin and audit work on the main connection. ``:memory:``
+    is one database per connection, so there both share the one connection.
+
+    A daemon thread deletes expired checkpoints every ``sweep_interval`` seconds (by ``clock``), in batches of
+    :data:`~gateway.store.sqlite_audit.PRUNE_BATCH`: a stored answer is otherwise only replaced when its key is
+    claimed again, and a fleet's unique keys would grow the file without bound."""
+
+    def __init__(
+        self, path: str = ":memory:", *, sweep_interval: float = SWEEP_INTERVAL, clock: Callable[[], float] = time.time
+    ) -> None:
         self.failures: Counter[str] = Counter()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn = connect(path)
         self._lock = threading.Lock()
-        if path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: commits survive a crash of the process; only an OS crash can lose the last ones.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        _migrate(self._conn)
+        create_or_migrate(self._conn)
+        if path == ":memory:":
+            self._ckpt_conn, self._ckpt_lock = self._conn, self._lock
+        else:
+            self._ckpt_conn, self._ckpt_lock = connect(path), threading.Lock()
+        self._clock = clock
+        self._stop_sweeping = threading.Event()
+        self._sweeper = threading.Thread(
+            target=self._sweep_forever, args=(sweep_interval,), name="sqlite-checkpoint-sweeper", daemon=True
+        )
+        self._sweeper.start()
+
+    def _sweep_forever(self, interval: float) -> None:
+        while not self._stop_sweeping.wait(interval):
+            try:
+                self.sweep_checkpoints()
+            except sqlite3.Error as exc:  # a busy or full disk: the next sweep tries again
+                self.failures["sweep_checkpoints"] += 1
+                log.warning("sweeping expired checkpoints failed: %s", exc)
+
+    def sweep_checkpoints(self) -> int:
+        """Delete every checkpoint expired by now, a bounded batch per transaction; how many (blocking)."""
+        swept = 0
+        while not self._stop_sweeping.is_set():
+            with self._ckpt_lock, transaction(self._ckpt_conn) as c:
+                batch = c.execute(
+                    "DELETE FROM checkpoints WHERE key IN"
+                    " (SELECT key FROM checkpoints WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+                    (self._clock(), PRUNE_BATCH),
+                ).rowcount
+            swept += batch
+            if batch < PRUNE_BATCH:
+                break
+        return swept
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:
             with self._lock:
                 return fn(self._conn)
+
+        return await asyncio.to_thread(locked)
+
+    async def _checkpoint(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._ckpt_lock:
+                return fn(self._ckpt_conn)
 
         return await asyncio.to_thread(locked)
 
@@ -116,6 +122,9 @@ class SQLiteStore:
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
         return await self._run(lambda c: c.execute(sql, params).rowcount)
+
+    async def _checkpoint_write(self, sql: str, params: Sequence[Any]) -> int:
+        return await self._checkpoint(lambda c: c.execute(sql, params).rowcount)
 
     async def list_routes(self) -> list[RouteSpec]:
         rows = await self._all("SELECT spec FROM routes ORDER BY name")
@@ -132,7 +141,7 @@ class SQLiteStore:
         blob = orjson.dumps(document)
 
         def insert(c: sqlite3.Connection) -> int:
-            with _transaction(c):
+            with transaction(c):
                 row = c.execute(
                     "SELECT latest_version FROM documents WHERE kind = ? AND id = ?", (kind, doc_id)
                 ).fetchone()
@@ -182,19 +191,7 @@ class SQLiteStore:
         return [StoredDocument(doc_id, version, orjson.loads(doc), created) for doc_id, version, doc, created in rows]
 
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
-        def insert(c: sqlite3.Connection) -> None:
-            rows = [
-                (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, encode_record(r))
-                for r in records
-            ]
-            with _transaction(c):  # one transaction for the whole batch, not one per row
-                c.executemany(
-                    "INSERT INTO handoffs (id, run_id, started_at, route, verdict, category, mode, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-
-        await self._run(insert)
+        await self._run(lambda c: append(c, records))
 
     async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:
         rows = await self._all("SELECT record FROM handoffs WHERE run_id = ? ORDER BY started_at, seq", (run_id,))
@@ -202,32 +199,31 @@ class SQLiteStore:
 
     async def list_runs(self, limit: int) -> list[RunSummary]:
         rows = await self._all(
-            "SELECT run_id, MIN(started_at), MAX(started_at), COUNT(*), SUM(category IS NOT NULL)"
-            " FROM handoffs GROUP BY run_id ORDER BY MAX(started_at) DESC LIMIT ?",
-            (limit,),
+            "SELECT run_id, first_at, last_at, handoffs, failures FROM runs ORDER BY last_at DESC LIMIT ?", (limit,)
         )
         return [RunSummary(*row) for row in rows]
 
     async def failure_counts(self, since: float) -> list[FailureCount]:
-        rows = await self._all(
-            "SELECT route, category, mode, COUNT(*) FROM handoffs WHERE category IS NOT NULL"
-            " AND started_at >= ? GROUP BY route, category, mode ORDER BY route, category, mode",
+        rows = await self._all(  # reads the window of the partial index handoffs_failures, nothing else
+            "SELECT route, category, mode, COUNT(*) FROM handoffs INDEXED BY handoffs_failures"
+            " WHERE category IS NOT NULL AND started_at >= ? GROUP BY route, category, mode"
+            " ORDER BY route, category, mode",
             (since,),
         )
         return [FailureCount(*row) for row in rows]
 
     async def prune_handoffs(self, *, keep: int, older_than: float) -> int:
-        def prune(c: sqlite3.Connection) -> int:
-            with _transaction(c):
-                removed = c.execute("DELETE FROM handoffs WHERE started_at < ?", (older_than,)).rowcount
-                removed += c.execute(
-                    "DELETE FROM handoffs WHERE seq <= (SELECT seq FROM handoffs ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    (keep,),
-                ).rowcount
-                c.execute("DELETE FROM artifacts WHERE produced_at < ?", (older_than,))
-            return int(removed)
-
-        return await self._run(prune)
+        """One transaction (and one hold of the lock) per batch, then the freed pages back to the file system
+        in steps of the same size, so other work interleaves however much there is to delete."""
+        cutoff = await self._run(lambda c: prune_cutoff(c, keep))
+        removed = 0
+        while batch := await self._run(lambda c: prune_batch(c, up_to_seq=cutoff, older_than=older_than)):
+            removed += batch
+        while await self._run(lambda c: prune_artifacts_batch(c, older_than)) == PRUNE_BATCH:
+            pass
+        while await self._run(lambda c: incremental_vacuum(c, PRUNE_BATCH)):
+            pass
+        return removed
 
     async def add_artifact_version(self, version: ArtifactVersion) -> None:
         await self._write(
@@ -254,10 +250,13 @@ class SQLiteStore:
         return None if row is None else decode_item(row[0])
 
     async def list_escalations(self, *, status: str | None, route: str | None, limit: int) -> list[EscalationItem]:
+        # Only the filters given, spelled out: "(? IS NULL OR status = ?)" keeps SQLite from using an index,
+        # and a long dead-letter queue was then sorted whole for every page.
+        filters = [(column, value) for column, value in (("status", status), ("route", route)) if value is not None]
+        where = " AND ".join(f"{column} = ?" for column, _ in filters) or "1"
         rows = await self._all(
-            "SELECT item FROM escalations WHERE (? IS NULL OR status = ?) AND (? IS NULL OR route = ?)"
-            " ORDER BY created_at DESC LIMIT ?",
-            (status, status, route, route, limit),
+            f"SELECT item FROM escalations WHERE {where} ORDER BY created_at DESC LIMIT ?",
+            (*(value for _, value in filters), limit),
         )
         return [decode_item(row[0]) for row in rows]
 
@@ -274,7 +273,7 @@ class SQLiteStore:
         self, key: str, request_digest: str, *, now: float, ttl: float, owner: str | None = None
     ) -> CheckpointRecord | None:
         def claim(c: sqlite3.Connection) -> CheckpointRecord | None:
-            with _transaction(c):
+            with transaction(c):
                 row = c.execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE key = ?", (key,)).fetchone()
                 if row is not None and row[3] > now:
                     headers = orjson.loads(row[5]) if row[5] else None
@@ -286,11 +285,11 @@ class SQLiteStore:
                 )
                 return None
 
-        return await self._run(claim)
+        return await self._checkpoint(claim)
 
     async def renew_checkpoint(self, key: str, owner: str, *, expires_at: float) -> bool:
         return (
-            await self._write(
+            await self._checkpoint_write(
                 "UPDATE checkpoints SET expires_at = ? WHERE key = ? AND state = 'in_flight' AND owner = ?",
                 (expires_at, key, owner),
             )
@@ -300,16 +299,20 @@ class SQLiteStore:
     async def complete_checkpoint(
         self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes, expires_at: float
     ) -> None:
-        await self._write(
+        await self._checkpoint_write(
             f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, 'done', ?, ?, ?, ?, NULL)",
             (key, request_digest, expires_at, status, orjson.dumps(dict(headers)), body),
         )
 
     async def release_checkpoint(self, key: str, owner: str | None = None) -> None:
-        await self._write(
+        await self._checkpoint_write(
             "DELETE FROM checkpoints WHERE key = ? AND state = 'in_flight' AND (? IS NULL OR owner = ?)",
             (key, owner, owner),
         )
 
     async def close(self) -> None:
+        self._stop_sweeping.set()
+        await asyncio.to_thread(self._sweeper.join)
+        if self._ckpt_conn is not self._conn:
+            await self._checkpoint(lambda c: c.close())
         await self._run(lambda c: c.close())
