@@ -12,6 +12,10 @@ whose ``iter_errors`` is a generator) and the search stops at ``limit + 1``. Onl
 are at most ``limit`` violations are they listed by ``jsonschema-rs`` (cheap then), so a payload with few
 violations reads exactly as it always did.
 
+A valid body is first tried on the fast path (``fastpath.py``): checked as raw bytes in Rust, no Python objects
+built. It is parsed into Python objects only when the fast path cannot say "valid" (the authority then lists the
+violations) or when a caller needs the document (``keep``: context checks, structured output, kept payloads).
+
 Bodies of ``offload_bytes`` or more are parsed and checked in a small thread pool (:func:`off_loop`) so that a
 big document never holds the event loop for the whole of its parse and check.
 """
@@ -34,6 +38,7 @@ import referencing.exceptions
 from multidict import CIMultiDictProxy, MultiMapping
 
 from gateway.contracts.document import ContractSpec, json_pointer
+from gateway.contracts.fastpath import Resolve, accepts, fast_validator
 from gateway.errors import Violation
 
 Verdict = tuple[tuple[Violation, ...], int]
@@ -47,9 +52,10 @@ _Reference = jsonschema.Draft202012Validator
 
 class CompiledSchema:
     """A draft 2020-12 schema compiled to a native validator, with format assertions on, and the reference
-    validator that finds the first violations of an invalid payload without collecting all of them."""
+    validator that finds the first violations of an invalid payload without collecting all of them, and the
+    fast path on raw bytes when the schema is in the subset where it agrees with the native validator."""
 
-    __slots__ = ("_reference", "_validator")
+    __slots__ = ("_fast", "_reference", "_validator")
 
     def __init__(
         self,
@@ -63,6 +69,16 @@ class CompiledSchema:
         self._reference = _Reference(
             schema, registry=reference_registry or _EMPTY_REGISTRY, format_checker=_Reference.FORMAT_CHECKER
         )
+        self._fast = fast_validator(schema, _resolver(reference_registry or _EMPTY_REGISTRY))
+
+    @property
+    def has_fast_path(self) -> bool:
+        """Whether valid bytes can be recognised without parsing them into Python objects."""
+        return self._fast is not None
+
+    def accepts(self, body: bytes | str) -> bool:
+        """``True`` only when ``body`` is JSON that meets the schema; ``False`` means "parse and :meth:`check`"."""
+        return self._fast is not None and accepts(self._fast, body)
 
     def check(self, instance: Any, limit: int) -> Verdict:
         """``NO_VIOLATIONS``, or the first ``limit`` violations and their count (``limit + 1``: more than that)."""
@@ -76,6 +92,16 @@ class CompiledSchema:
             return tuple(_reference_violation(e) for e in first[:limit]), limit + 1
         errors = list(self._validator.iter_errors(instance))  # at most ``limit`` by the search above: cheap
         return tuple(_violation(e) for e in errors[:limit]), min(len(errors), limit + 1)
+
+
+def _resolver(registry: referencing.Registry[Any]) -> Resolve:
+    """Shared schemas for the fast path, from the same registry the reference engine resolves with."""
+
+    def resolve(uri: str) -> Any:
+        resource = registry.get(uri)
+        return None if resource is None else resource.contents
+
+    return resolve
 
 
 def _violation(error: jsonschema_rs.ValidationError) -> Violation:
@@ -115,23 +141,45 @@ def _body_violation(keyword: str, message: str) -> Verdict:
     return (Violation("", keyword, message),), 1
 
 
-def parse_json_payload(body: bytes, content_type: str, content_encoding: str | None) -> tuple[Any, Verdict]:
-    """Parse a body a contract says is JSON; an unusable body is a violation, never an exception."""
+def _unusable(body: bytes, content_type: str, content_encoding: str | None) -> Verdict | None:
+    """Why a body a contract says is JSON cannot be checked at all, or ``None``."""
     if content_encoding not in (None, "", "identity"):
-        return None, _body_violation(
+        return _body_violation(
             "contentEncoding",
             f"content encoding {content_encoding!r} is not accepted on a contracted operation",
         )
     if not body:
-        return None, _body_violation("required", "the body is empty but the contract requires a JSON document")
+        return _body_violation("required", "the body is empty but the contract requires a JSON document")
     if not is_json_media_type(content_type):
-        return None, _body_violation(
-            "contentType", f"content type {content_type!r} is not JSON (expected application/json)"
-        )
+        return _body_violation("contentType", f"content type {content_type!r} is not JSON (expected application/json)")
+    return None
+
+
+def parse_json_payload(body: bytes, content_type: str, content_encoding: str | None) -> tuple[Any, Verdict]:
+    """Parse a body a contract says is JSON; an unusable body is a violation, never an exception."""
+    unusable = _unusable(body, content_type, content_encoding)
+    return (None, unusable) if unusable is not None else _parse(body)
+
+
+def _parse(body: bytes) -> tuple[Any, Verdict]:
     try:
         return orjson.loads(body), NO_VIOLATIONS
     except orjson.JSONDecodeError as exc:
         return None, _body_violation("json", f"the body is not valid JSON: {exc}")
+
+
+def check_payload(
+    schema: CompiledSchema, body: bytes, content_type: str, content_encoding: str | None, limit: int, *, keep: bool
+) -> tuple[Any, Verdict]:
+    """A JSON body's verdict, and its parsed document when ``keep`` is true or it had to be parsed anyway (else
+    ``None``). A body the fast path accepts is parsed only for ``keep``: no objects built just to be freed."""
+    unusable = _unusable(body, content_type, content_encoding)
+    if unusable is not None:
+        return None, unusable
+    if schema.accepts(body):
+        return (orjson.loads(body) if keep else None), NO_VIOLATIONS
+    document, problems = _parse(body)
+    return document, problems if problems[1] else schema.check(document, limit)
 
 
 def headers_instance(headers: CIMultiDictProxy[str]) -> dict[str, str]:
@@ -215,31 +263,32 @@ class CompiledContract:
         """The schema each event of a ``text/event-stream`` answer with ``status`` must meet, if any."""
         return _by_status(self.events, status) if self.events else None
 
-    def check_request(self, request: RequestView, body: bytes | None, limit: int) -> tuple[Any, Verdict]:
-        """The parsed body (``None`` without a body schema) and the violations in the headers (pointer
-        ``/headers/...``), query (``/query/...``) and body (``/...``)."""
+    def check_request(
+        self, request: RequestView, body: bytes | None, limit: int, *, keep: bool = True
+    ) -> tuple[Any, Verdict]:
+        """The parsed body (``None`` without a body schema, or when valid and not ``keep``) and the violations in
+        the headers (pointer ``/headers/...``), query (``/query/...``) and body (``/...``)."""
         encoding = request.headers.get("Content-Encoding")
-        return self._with_head(request, self.check_body(request.content_type, encoding, body, limit), limit)
+        return self._with_head(request, self.check_body(request.content_type, encoding, body, limit, keep), limit)
 
     async def check_request_off_loop(
-        self, request: RequestView, body: bytes | None, limit: int, threshold: int
+        self, request: RequestView, body: bytes | None, limit: int, threshold: int, *, keep: bool = True
     ) -> tuple[Any, Verdict]:
         """:meth:`check_request`, the body parsed and checked in the pool when it is ``threshold`` bytes or more
         (headers and query are bounded by the header limits, so they are checked on the loop)."""
         content_type, encoding = request.content_type, request.headers.get("Content-Encoding")
         size = len(body) if body is not None and self.request_body is not None else 0
-        checked = await off_loop(size, threshold, self.check_body, content_type, encoding, body, limit)
+        checked = await off_loop(size, threshold, self.check_body, content_type, encoding, body, limit, keep)
         return self._with_head(request, checked, limit)
 
     def check_body(
-        self, content_type: str, encoding: str | None, body: bytes | None, limit: int
+        self, content_type: str, encoding: str | None, body: bytes | None, limit: int, keep: bool = True
     ) -> tuple[Any, Verdict | None]:
-        """The parsed request body and its verdict; ``(None, None)`` when the contract has no body schema.
-        Reads nothing but its arguments, so it may run in a worker thread."""
+        """The request body's document (see :func:`check_payload`) and verdict; ``(None, None)`` when the
+        contract has no body schema. Reads nothing but its arguments, so it may run in a worker thread."""
         if self.request_body is None:
             return None, None
-        document, problems = parse_json_payload(body or b"", content_type, encoding)
-        return document, problems if problems[1] else self.request_body.check(document, limit)
+        return check_payload(self.request_body, body or b"", content_type, encoding, limit, keep=keep)
 
     def _with_head(self, request: RequestView, checked: tuple[Any, Verdict | None], limit: int) -> tuple[Any, Verdict]:
         document, body_verdict = checked
@@ -253,11 +302,11 @@ class CompiledContract:
         return document, _merge(checks, limit)
 
     def check_response(
-        self, schema: CompiledSchema, body: bytes, content_type: str, content_encoding: str | None, limit: int
-    ) -> tuple[Any, Verdict]:
-        """The parsed body and its violations."""
-        document, problems = parse_json_payload(body, content_type, content_encoding)
-        return document, problems if problems[1] else schema.check(document, limit)
+        self, schema: CompiledSchema, body: bytes, content_type: str, content_encoding: str | None, limit: int,
+        keep: bool = True,
+    ) -> tuple[Any, Verdict]:  # fmt: skip
+        """The body's document (see :func:`check_payload`) and its violations."""
+        return check_payload(schema, body, content_type, content_encoding, limit, keep=keep)
 
     async def check_response_off_loop(
         self,
@@ -267,16 +316,18 @@ class CompiledContract:
         content_encoding: str | None,
         limit: int,
         threshold: int,
+        *,
+        keep: bool = True,
     ) -> tuple[Any, Verdict]:
         """:meth:`check_response` in the pool when the body is ``threshold`` bytes or more."""
         return await off_loop(len(body), threshold, self.check_response, schema, body, content_type,
-                              content_encoding, limit)  # fmt: skip
+                              content_encoding, limit, keep)  # fmt: skip
 
     def check_answer(self, status: int, body: bytes, content_type: str, limit: int) -> Verdict | None:
         """An answer given outside the data path (a dry run, a fallback, a person's correction): its violations
         under the schema for ``status``, or ``None`` when no schema covers that status."""
         schema = self.response_schema(status)
-        return None if schema is None else self.check_response(schema, body, content_type, None, limit)[1]
+        return None if schema is None else self.check_response(schema, body, content_type, None, limit, False)[1]
 
 
 def _by_status(schemas: Mapping[str, CompiledSchema], status: int) -> CompiledSchema | None:

@@ -156,6 +156,8 @@ def schema_event_check(
     contents = DeltaAccumulator() if wanted else None
 
     def verdicts(event: Event) -> list[SchemaVerdict]:
+        if contents is None and schema is not None and schema.accepts(event.data):
+            return []  # valid, and nothing reads its contents: no document built
         try:
             document = orjson.loads(event.data)
         except orjson.JSONDecodeError as exc:

@@ -64,10 +64,12 @@ class CheckRequest:
                 raise _refusal(exchange, contract, refused) from refused
 
     async def _check_schemas(self, exchange: Exchange, contract: CompiledContract) -> Any:
-        """The parsed body (kept on the exchange only if the audit keeps payloads: a parsed 100 KiB document is
-        thousands of objects the garbage collector would otherwise keep scanning)."""
+        """The parsed body, built only when the context check or the audit's kept payloads read it (a valid body
+        is otherwise checked as bytes: a parsed 100 KiB document is thousands of objects to build, free and scan);
+        kept on the exchange only if the audit keeps payloads."""
+        keep = self._keep_payloads or contract.spec.consumes is not None
         document, (violations, total) = await contract.check_request_off_loop(
-            exchange.request, exchange.request_body, self._max_violations, self._offload_bytes
+            exchange.request, exchange.request_body, self._max_violations, self._offload_bytes, keep=keep
         )
         if self._keep_payloads:
             exchange.request_document = document

@@ -75,7 +75,6 @@ class Relay:
             raise AttemptFailed(condition, exc) from exc
 
     async def _relay(self, exchange: Exchange, answer: Answer) -> web.StreamResponse:
-        exchange.span.set_attribute("http.response.status_code", answer.status)
         exchange.status = answer.status
         headers = downstream_response_headers(answer)
         if exchange.act_on_failed_status and answer.status in exchange.policy.failure_statuses:
@@ -105,15 +104,17 @@ class Relay:
     ) -> web.Response:  # fmt: skip
         body = await self._read(exchange, answer)
         encoding = answer.headers.get("Content-Encoding")
+        produces = contract.spec.produces if 200 <= answer.status < 300 else None
+        keep = self._keep_payloads or produces is not None or contract.spec.structured_output is not None
         document, (violations, total) = await contract.check_response_off_loop(
-            schema, body, answer.content_type, encoding, self._limit, self._limits.offload_bytes
-        )
+            schema, body, answer.content_type, encoding, self._limit, self._limits.offload_bytes, keep=keep
+        )  # a valid answer nobody reads is checked as bytes: no document built
         if self._keep_payloads:
             exchange.response_document = document
         judge(exchange, contract, "response", violations, total)
         check_structured(exchange, contract, document, self._limit)
-        if contract.spec.produces is not None and 200 <= answer.status < 300:
-            await self._context.record(exchange.run_id, contract.spec.produces, document, headers)
+        if produces is not None:
+            await self._context.record(exchange.run_id, produces, document, headers)
         return web.Response(body=body, status=answer.status, reason=answer.reason, headers=headers)
 
     async def _agent_card(self, exchange: Exchange, answer: Answer, headers: CIMultiDict[str]) -> web.Response:
