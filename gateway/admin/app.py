@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway import __version__
-from gateway.admin import contracts, policies, resilience, runs
+from gateway.admin import console, contracts, events, policies, resilience, runs
 from gateway.admin.api import (
     Endpoint,
     json_response,
@@ -123,7 +123,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 def build_admin_app(state: GatewayState, *, token: str | None) -> web.Application:
     """The admin application; ``token=None`` disables auth (callers allow it only on loopback)."""
-    public = frozenset(ep.path for ep in ENDPOINTS if ep.public) | {"/openapi.json"}
+    public = frozenset(ep.path for ep in ENDPOINTS if ep.public) | {"/openapi.json"} | console.PUBLIC_PATHS
     app = web.Application(
         middlewares=[problem_middleware, token_auth_middleware(token=token, public=public)],
         client_max_size=state.config.limits.max_body_bytes,
@@ -133,4 +133,6 @@ def build_admin_app(state: GatewayState, *, token: str | None) -> web.Applicatio
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path, ep.handler)
     app.router.add_get("/openapi.json", openapi)
+    console.mount(app)
+    events.mount(app)
     return app
