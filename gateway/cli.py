@@ -26,6 +26,7 @@ import aiohttp
 
 from gateway.admin.client import AdminAPIError, AdminUnavailable, AdminURLError
 from gateway.app import start_gateway
+from gateway.cli_fuzz import add_fuzz_command
 from gateway.cli_operations import add_operation_commands
 from gateway.cli_support import (
     CommandError,
@@ -257,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("--path", default="/mcp", help="the endpoint's path after the route prefix (default /mcp)")
     imports.add_argument("--prefix", default="mcp.", help="contract id prefix (default mcp.)")
     imports.set_defaults(run=_import_mcp)
+    add_fuzz_command(contract_actions, admin_url)
     _document_commands(sub, admin_url, "policies")
 
     runs = sub.add_parser("runs", help="inspect recorded pipeline runs through the admin API")
