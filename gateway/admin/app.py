@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway import __version__
-from gateway.admin import console, contracts, events, policies, resilience, runs
+from gateway.admin import console, contracts, events, fuzz, policies, resilience, runs
 from gateway.admin.api import (
     Endpoint,
     json_response,
@@ -109,6 +109,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/routes/{name}", "Show a route", get_route, response=RouteSpec, params=ROUTE_NAME),
     Endpoint("DELETE", "/routes/{name}", "Delete a route", delete_route, status=204, params=ROUTE_NAME),
     *contracts.ENDPOINTS,
+    *fuzz.ENDPOINTS,
     *policies.ENDPOINTS,
     *resilience.ENDPOINTS,
     *runs.ENDPOINTS,
