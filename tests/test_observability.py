@@ -86,9 +86,8 @@ def tree(spans: list[ReadableSpan]) -> list[tuple[str, Any, Any, list[str]]]:
             if c.kind == SpanKind.CLIENT and c.parent and c.parent.span_id == server.context.span_id
         ]
         attributes = server.attributes or {}
-        result.append(
-            (server.name, attributes.get("http.response.status_code"), attributes.get("contract.verdict"), children)
-        )
+        verdict = attributes.get("agent_gateway.contract.verdict")
+        result.append((server.name, attributes.get("http.response.status_code"), verdict, children))
     return result
 
 
@@ -109,14 +108,14 @@ async def test_three_agent_run_span_tree_and_timeline_name_the_entry_point(
     assert agents["critic"].seen == []
 
     assert tree(list(spans.get_finished_spans())) == [
-        ("POST writer /draft", 200, "valid", ["POST"]),
-        ("POST editor /edit", 502, "response_invalid", ["POST"]),
-        ("POST writer /draft", 200, "valid", ["POST"]),
-        ("POST critic /review", 409, "stale_context", []),
+        ("POST /writer/draft", 200, "valid", ["POST"]),
+        ("POST /editor/edit", 502, "response_invalid", ["POST"]),
+        ("POST /writer/draft", 200, "valid", ["POST"]),
+        ("POST /critic/review", 409, "stale_context", []),
     ]
     client = next(s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT)
     assert client.attributes is not None
-    assert (client.attributes["retry.attempt"], client.attributes["run.id"]) == (1, "run-42")
+    assert client.attributes["agent_gateway.run.id"] == "run-42"
 
     async with AdminClient(gw.admin_url, TOKEN) as admin:
         run = await admin.request("GET", "/runs/run-42")
@@ -229,10 +228,12 @@ async def test_one_structured_log_line_per_request(
     (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER]
     line = orjson.loads(JsonFormatter().format(record))
     assert line["run_id"] == "log-run"
-    assert line["status"] == 200
+    http_fields = ("http.request.method", "url.path", "http.response.status_code")
+    assert [line[k] for k in http_fields] == ["GET", "/agent/x", 200]
     assert line["route"] == "agent"
     assert line["verdict"] == "unchecked"
     assert len(line["trace_id"]) == 32
+    assert len(line["span_id"]) == 16
     assert line["level"] == "DEBUG"
 
 

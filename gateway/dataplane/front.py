@@ -17,13 +17,14 @@ import random
 from aiohttp import web
 from opentelemetry import baggage
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import SpanKind, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, Tracer
 
 from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange
 from gateway.errors import ContractViolation, GatewayError, problem_response
 from gateway.headers import AGENT, ATTEMPTS, CHECKPOINT, FALLBACK, RUN, VERDICT
 from gateway.observability.observe import Observer
+from gateway.observability.spans import begin_server_span, end_server_span
 from gateway.observability.telemetry import RUN_BAGGAGE, trace_id_of
 from gateway.outcomes import Verdict
 from gateway.protocols import jsonrpc
@@ -31,6 +32,8 @@ from gateway.protocols import jsonrpc
 log = logging.getLogger("agent_gateway.proxy")
 
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("agent_gateway_exchange", Exchange)
+REFUSAL: web.RequestKey[str] = web.RequestKey("agent_gateway_refusal", str)
+"""The problem type (its slug) of a refusal: the SERVER span's ``error.type`` (``spans.end_server_span``)."""
 
 
 class Observe:
@@ -41,22 +44,31 @@ class Observe:
 
     async def __call__(self, exchange: Exchange, call_next: Next) -> web.StreamResponse:
         self._begin(exchange)
+        failure: BaseException | None = None
         try:
             return await call_next(exchange)
+        except BaseException as exc:  # only what broke an answer already under way gets this far (see Respond)
+            failure = exc
+            raise
         finally:
             self._observer.finish(exchange)
-            exchange.span.end()
+            span = exchange.span
+            end_server_span(
+                span, exchange.status, (exchange.verdict or Verdict.UNCHECKED).value, exchange.violation_count,
+                exchange.request.get(REFUSAL), failure,
+            )  # fmt: skip
+            span.end()
 
     def _begin(self, exchange: Exchange) -> None:
         request = exchange.request
-        parent = self._propagator.extract(request.headers)
-        run_id = request.headers.get(RUN) or baggage.get_baggage(RUN_BAGGAGE, parent)
+        headers = request.headers
+        parent = self._propagator.extract(headers)
+        run_id = headers.get(RUN) or baggage.get_baggage(RUN_BAGGAGE, parent)
         exchange.run_id = str(run_id) if run_id else f"{random.getrandbits(64):016x}"  # an id, not a secret
-        exchange.source = request.headers.get(AGENT, "unknown")
+        exchange.source = headers.get(AGENT, "unknown")
         span = exchange.span = self._tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
         exchange.trace_id = trace_id_of(span)
-        if span.is_recording():
-            span.set_attributes({"run.id": exchange.run_id, "agent.source": exchange.source})
+        begin_server_span(span, request, exchange.run_id, exchange.source)
         request[EXCHANGE] = exchange
 
 
@@ -68,10 +80,11 @@ class Respond:
             if exchange.committed:
                 raise  # the status line is gone: aiohttp can only cut the connection, which tells the caller
             return refuse(exchange, exc)
-        except Exception:
+        except Exception as exc:
             if exchange.committed:
                 raise
             log.exception("unexpected failure", extra={"trace_id": exchange.trace_id, "run_id": exchange.run_id})
+            exchange.request[REFUSAL] = type(exc).__qualname__  # error.type names what failed, not "internal-error"
             return refuse(exchange, GatewayError("The gateway failed unexpectedly; see its logs."))
 
 
@@ -79,12 +92,10 @@ def refuse(exchange: Exchange, error: GatewayError) -> web.Response:
     """The problem document for ``error``; its verdict, when it reports an outcome, becomes the exchange's. A
     JSON-RPC caller gets it as the ``data`` of a JSON-RPC error with its call's ``id`` (HTTP 200, as MCP and A2A
     clients expect: on another status their SDKs drop the body), so the violations reach the SDK's user."""
-    status = exchange.status = error.status_code()
+    exchange.status = error.status_code()
     if error.verdict is not None:
         exchange.verdict = error.verdict
-    exchange.span.set_attribute("http.response.status_code", status)
-    if status >= 500:
-        exchange.span.set_status(StatusCode.ERROR, error.detail)
+    exchange.request.setdefault(REFUSAL, error.kind)
     envelope = exchange.rpc
     rpc_status = jsonrpc.refusal_status(envelope) if envelope is not None else None
     if envelope is None or rpc_status is None:

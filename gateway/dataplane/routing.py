@@ -19,6 +19,7 @@ from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.target import canonical_target, contract_path
 from gateway.dataplane.transport import read_request_body
 from gateway.errors import BadRequestTarget, HeadersTooLarge, NoRoute, PayloadTooLarge, RouteOverloaded
+from gateway.observability.spans import name_server_span
 from gateway.policies.checkpoint import checkpoint_key
 from gateway.policies.registry import PolicyRegistry
 
@@ -51,16 +52,7 @@ class Route:
         exchange.checkpoint_key = checkpoint_key(
             route.name, request.method, exchange.path, request.headers, policy.checkpoint
         )
-        span = exchange.span
-        if span.is_recording():
-            template = contract.spec.operation.path if contract else route.effective_prefix
-            span.update_name(f"{request.method} {route.name} {template or '/'}")
-            span.set_attributes(
-                {"http.request.method": request.method, "url.path": target.path,
-                 "http.route": template or "/", "agent.target": route.name}
-            )  # fmt: skip
-            if contract is not None:
-                span.set_attributes({"contract.id": contract.id, "contract.version": contract.version})
+        name_server_span(exchange.span, request.method, route, contract)
         return await call_next(exchange)
 
     def _check_head(self, request: web.Request) -> None:

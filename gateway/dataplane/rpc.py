@@ -19,6 +19,7 @@ from gateway.contracts.registry import ContractRegistry
 from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange, RpcCall
 from gateway.dataplane.target import contract_path
+from gateway.observability.spans import name_rpc_span
 from gateway.policies.registry import PolicyRegistry
 from gateway.protocols.jsonrpc import Dialect, Kind, classify
 
@@ -78,12 +79,4 @@ class MatchRpc:
             return
         contract = exchange.contract = calls[0].contract
         exchange.policy = self._policies.table.lookup(route.name, contract.id)
-        span = exchange.span
-        if span.is_recording() and contract.spec.rpc is not None:
-            span.update_name(f"{contract.spec.rpc.name} {route.name}")
-            span.set_attributes(
-                {"rpc.system": "jsonrpc", "rpc.method": contract.spec.rpc.method,
-                 "contract.id": contract.id, "contract.version": contract.version}
-            )  # fmt: skip
-            if contract.spec.rpc.tool is not None:
-                span.set_attribute("gen_ai.tool.name", contract.spec.rpc.tool)
+        name_rpc_span(exchange.span, contract)

@@ -27,12 +27,10 @@ def judge(
     """Record the verdict; raise the violation unless the contract says to let it pass."""
     if not total:
         exchange.verdict = exchange.verdict or Verdict.VALID
-        exchange.span.set_attribute("contract.verdict", exchange.verdict.value)
         return
     verdict = verdict or (Verdict.REQUEST_INVALID if direction == "request" else Verdict.RESPONSE_INVALID)
     exchange.verdict = verdict
     exchange.add_violations(direction, tuple(violations), total)
-    exchange.span.set_attributes({"contract.verdict": verdict.value, "contract.violations": exchange.violation_count})
     if contract.spec.action(verdict) == "pass":
         exchange.notes.append(f"{verdict.value.replace('_invalid', '')}_violations={total}")
         log.warning(

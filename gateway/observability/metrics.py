@@ -2,23 +2,48 @@
 
 One registry per gateway (tests run several in one process). Latency is split so that the gateway's own cost
 is visible apart from the agents': ``request_duration`` = ``upstream_duration`` + ``overhead``.
+
+Each registry also carries the process's own ``process_*`` series (CPU, memory, open files: prometheus-client's
+``ProcessCollector``) and ``agent_gateway_build_info{version}``, so a dashboard can tell which release it is
+looking at. No ``*_created`` series are exposed: they double the series count and no query here uses them.
+Label values are bounded and machine-friendly: routes, contract ids and breaker names come from configuration,
+verdicts and MAST failure modes are fixed slugs, and the MAST category is a slug too (``inter_agent_misalignment``).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway import __version__
 from gateway.policies.breaker import BreakerRegistry, State
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide; every registry here is ours
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
 
 BREAKER_STATES = tuple(state.value for state in State)
+
+
+@functools.cache
+def slug(text: str) -> str:
+    """A label value as a machine-friendly slug: ``inter-agent misalignment`` → ``inter_agent_misalignment``."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 class _Live(Collector):
@@ -93,6 +118,9 @@ class Metrics:
             "agent_gateway_checkpoint_hits", "Answers replayed from a checkpoint instead of calling the agent",
             ["route"], registry=r,
         )  # fmt: skip
+        ProcessCollector(registry=r)
+        Gauge("agent_gateway_build_info", "Always 1; the labels say which release is running", ["version"],
+              registry=r).labels(__version__).set(1)  # fmt: skip
         self.audit_dropped = Counter(
             "agent_gateway_audit_dropped",
             "Audit records dropped: the write queue was full (also with failed writes waiting in it)",
@@ -119,6 +147,10 @@ class Metrics:
         if upstream is not None:
             histograms[1].observe(upstream)
             histograms[2].observe(max(0.0, elapsed - upstream))
+
+    def failure(self, route: str, category: str, mode: str) -> None:
+        """Count a non-OK handoff by its MAST category (as a slug) and failure mode."""
+        self.failures.labels(route, slug(category), mode).inc()
 
     def watch(
         self, in_flight: Callable[[], Mapping[str, int]], breakers: BreakerRegistry, dlq_depth: Callable[[], int],

@@ -18,6 +18,7 @@ from gateway.dataplane.exchange import AttemptSummary, Exchange
 from gateway.observability.audit import AuditLog
 from gateway.observability.logs import ACCESS_LOGGER
 from gateway.observability.metrics import Metrics
+from gateway.observability.spans import received_path
 from gateway.outcomes import Verdict, classify
 from gateway.redaction import redactor_for
 from gateway.store.base import HandoffRecord
@@ -77,18 +78,26 @@ class Observer:
             self._audit.record(record, exchange.request_body, exchange.response_body)
         level = _access_level(exchange.status, verdict)
         if access_log.isEnabledFor(level):
-            access_log.log(
-                level,
-                "%s %s %d %s",
-                exchange.request.method, exchange.path, exchange.status, verdict,
-                extra={
-                    "trace_id": exchange.trace_id, "run_id": exchange.run_id, "route": route,
-                    "source": exchange.source, "status": exchange.status, "verdict": verdict,
-                    "contract": exchange.contract.id if exchange.contract else None,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "upstream_ms": _ms(exchange.upstream_seconds),
-                },
-            )  # fmt: skip
+            self._log_access(exchange, level, route, verdict, elapsed)
+
+    @staticmethod
+    def _log_access(exchange: Exchange, level: int, route: str, verdict: str, elapsed: float) -> None:
+        """The access line: OTel field names for the HTTP parts (the same words as the span's attributes), the
+        trace and span ids to find the span, the verdict, and the durations in milliseconds."""
+        request = exchange.request
+        access_log.log(
+            level,
+            "%s %s %d %s",
+            request.method, exchange.path, exchange.status, verdict,
+            extra={
+                "http.request.method": request.method, "url.path": received_path(request),
+                "http.response.status_code": exchange.status, "verdict": verdict,
+                "trace_id": exchange.trace_id, "span_id": format(exchange.span.get_span_context().span_id, "016x"),
+                "run_id": exchange.run_id, "route": route, "source": exchange.source,
+                "contract": exchange.contract.id if exchange.contract else None,
+                "duration_ms": round(elapsed * 1000, 3), "upstream_ms": _ms(exchange.upstream_seconds),
+            },
+        )  # fmt: skip
 
     def _measure(
         self, exchange: Exchange, route: str, verdict: str, taxonomy: tuple[str, str] | None, elapsed: float
@@ -97,7 +106,7 @@ class Observer:
         operation = exchange.contract.id if exchange.contract else "-"
         m.request_done(route, operation, exchange.status, verdict, elapsed, exchange.upstream_seconds)
         if taxonomy is not None:
-            m.failures.labels(route, *taxonomy).inc()
+            m.failure(route, *taxonomy)
             m.violations.labels(route, operation, verdict).inc()
 
     def _record(

@@ -6,6 +6,9 @@ means ``none``: a sidecar must not spray export errors at a collector nobody dep
 sampler is ``ALWAYS_OFF``: spans are not recorded, but trace ids are still extracted, generated and injected
 (W3C ``traceparent``/``tracestate``/``baggage``), so problem documents and upstream agents share one trace id.
 Measured on this machine: ≈7 µs per request unsampled, ≈24 µs recorded.
+
+The resource names the service ``agent-gateway`` at the package's version; ``OTEL_RESOURCE_ATTRIBUTES`` and then
+``OTEL_SERVICE_NAME`` override either, with the SDK's precedence. What the spans say is in ``spans.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, MutableMapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from opentelemetry.context import Context
 from opentelemetry.propagate import get_global_textmap
@@ -29,6 +32,9 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway import __version__
+from gateway.observability import semconv as sc
 
 SERVICE_NAME = "agent-gateway"
 RUN_BAGGAGE = "run.id"
@@ -61,15 +67,30 @@ def build_tracer_provider(
     processors: list[SpanProcessor] = (
         [SimpleSpanProcessor(exporter)] if exporter is not None else _exporter_processors(env)
     )
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
-    provider = TracerProvider(resource=resource, sampler=_sampler(env) if processors else ALWAYS_OFF)
+    provider = TracerProvider(resource=build_resource(env), sampler=_sampler(env) if processors else ALWAYS_OFF)
     for processor in processors:
         provider.add_span_processor(processor)
     return provider
 
 
+def build_resource(environ: Mapping[str, str]) -> Resource:
+    """``service.name``/``service.version`` of this gateway, overridden as the SDK would from ``environ``.
+
+    ``Resource.create`` lets the attributes it is given win over the environment, and reads ``os.environ``
+    only; the environment is applied here last, from the mapping the provider is built from."""
+    overrides: dict[str, str] = {}
+    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            overrides[key.strip()] = unquote(value.strip())
+    if environ.get("OTEL_SERVICE_NAME"):
+        overrides[sc.SERVICE_NAME] = environ["OTEL_SERVICE_NAME"]
+    defaults = {sc.SERVICE_NAME: SERVICE_NAME, sc.SERVICE_VERSION: __version__}
+    return Resource.create(defaults).merge(Resource(overrides))
+
+
 def tracer_for(provider: TracerProvider) -> Tracer:
-    return provider.get_tracer("agent-gateway")
+    return provider.get_tracer("agent-gateway", __version__)
 
 
 def propagator() -> TextMapPropagator:
