@@ -28,6 +28,7 @@ from gateway.admin.client import AdminAPIError, AdminUnavailable, AdminURLError
 from gateway.app import start_gateway
 from gateway.cli_fuzz import add_fuzz_command
 from gateway.cli_operations import add_operation_commands
+from gateway.cli_replay import add_replay_command
 from gateway.cli_support import (
     CommandError,
     admin_client,
@@ -269,6 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     runs_show = run_actions.add_parser("show", parents=[admin_url], help="a run's timeline and entry point")
     runs_show.add_argument("id")
     runs_show.add_argument("--json", action="store_true")
+    add_replay_command(run_actions, admin_url)
     runs.set_defaults(run=_runs)
 
     routes = sub.add_parser("routes", help="manage routes through the admin API")
