@@ -1,5 +1,5 @@
 // Building the page from data without ever parsing data as HTML: elements are created one by one, attributes set
-// with setAttribute and text added as text nodes. Payloads are attacker-controlled, so no innerHTML anywhere.
+// with setAttribute and text added as text nodes. Payloads are attacker-controlled: no markup is ever parsed.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 

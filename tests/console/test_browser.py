@@ -1,0 +1,95 @@
+"""The console in a real headless Chromium against a live gateway holding a broken demo run and a pending DLQ item.
+
+Every wait is an explicit ``WebDriverWait`` on something the page shows; each test signs in on its own, so they
+pass in any order.
+"""
+
+from __future__ import annotations
+
+import json
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import PATIENCE, TOKEN
+from tests.console.live import ESCALATED_RUN, LiveGateway
+
+
+def wait(browser: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
+    return WebDriverWait(browser, PATIENCE)
+
+
+def find(browser: webdriver.Chrome, css: str) -> WebElement:
+    return wait(browser).until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def sign_in(browser: webdriver.Chrome, live: LiveGateway, token: str = TOKEN, hash_: str = "") -> None:
+    """Open the console with a fresh session and submit ``token`` on the login form."""
+    browser.get(f"{live.admin_url}/console/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{live.admin_url}/console/{hash_}")
+    find(browser, "#token").send_keys(token)
+    browser.find_element(By.ID, "login-button").click()
+
+
+def test_a_wrong_token_is_refused_on_the_login_form(browser: webdriver.Chrome, live: LiveGateway) -> None:
+    sign_in(browser, live, token="not-the-token")
+    assert "refused" in find(browser, "#login-error").text
+    assert not browser.find_element(By.ID, "app").is_displayed()
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+
+def test_a_broken_run_shows_its_entry_point_and_violations(browser: webdriver.Chrome, live: LiveGateway) -> None:
+    sign_in(browser, live, hash_="#/runs/demo-2")
+    entry = find(browser, "svg.sequence g.arrow.entry")
+    assert entry.get_attribute("data-verdict") == "response_invalid"
+    assert "researcher" in browser.find_element(By.CSS_SELECTOR, ".entry-summary").text
+    detail = find(browser, f"section.handoff[data-handoff-id='{entry.get_attribute('data-handoff-id')}']")
+    assert [li.get_attribute("data-pointer") for li in detail.find_elements(By.CSS_SELECTOR, ".violations li")] == [
+        "/steps/0",
+        "/steps/1",
+    ]
+    highlighted = detail.find_elements(By.CSS_SELECTOR, ".payload.response .hit")
+    assert {node.get_attribute("data-pointer") for node in highlighted} == {"/steps/0", "/steps/1"}
+    assert detail.find_element(By.CSS_SELECTOR, "a.trace").get_attribute("href").startswith("http://traces.example/")
+
+    browser.find_element(By.CSS_SELECTOR, "a[data-run-id='demo-6']").click()
+    consumed = find(browser, "svg.sequence g.arrow.downstream")
+    assert consumed.get_attribute("data-verdict") == "request_invalid"
+    assert find(browser, "svg.sequence g.arrow.entry").get_attribute("data-verdict") == "response_invalid"
+
+
+def _item_status(browser: webdriver.Chrome, item_id: str) -> str:
+    return find(browser, f"[data-item-status='{item_id}']").text
+
+
+def test_resolving_a_dlq_item_resumes_the_run_live(browser: webdriver.Chrome, live: LiveGateway) -> None:
+    item = live.escalation_id
+    sign_in(browser, live, hash_="#/health")
+    find(browser, f"button[data-item-id='{item}']").click()
+    editor = find(browser, "textarea.answer")
+    assert json.loads(editor.get_attribute("value"))["score"] == 17  # pre-filled with the agent's answer
+
+    find(browser, "button.do-resolve").click()  # still invalid: refused in the page, nothing sent
+    wait(browser).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".outcome"), "nothing was sent"))
+    assert _item_status(browser, item) == "pending"
+
+    editor.clear()
+    editor.send_keys(json.dumps({"verdict": "approve", "score": 0.85, "comments": ["rescaled"]}))
+    find(browser, "button.do-resolve").click()
+    wait(browser).until(lambda b: _item_status(b, item) == "resolved")
+    assert "Outcome: resolved" in find(browser, f"section.dlq-item[data-item-id='{item}']").text
+
+    browser.get(f"{live.admin_url}/console/#/runs/{ESCALATED_RUN}")
+    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "svg.sequence g.arrow")) == 4)
+    browser.execute_script("window.notReloaded = true")
+    assert live.resume() == (200, "checkpoint hit")
+    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "svg.sequence g.arrow")) == 5)
+    last = browser.find_elements(By.CSS_SELECTOR, "svg.sequence g.arrow")[-1]
+    assert "checkpoint hit" in last.text
+    assert last.get_attribute("data-verdict") == "valid"
+    assert "checkpoint hit" in find(browser, "#live-list li").text
+    assert browser.execute_script("return window.notReloaded") is True
