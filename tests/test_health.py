@@ -4,7 +4,11 @@ and a drain that reads "not ready" while the process stays "alive"."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,10 +23,13 @@ from tests.conftest import (
     RedisServer,
     Upstream,
     eventually,
+    eventually_blocking,
     free_port,
     gateway_config,
     replying,
 )
+from tests.test_config import KUBERNETES_ENV
+from tests.test_startup import BASE_ENV, CLI
 
 HEALTH = {"host": "127.0.0.1", "port": 0}
 MakeGateway = Callable[..., Awaitable[RunningGateway]]
@@ -153,3 +160,49 @@ async def test_a_draining_gateway_is_alive_but_not_ready(
 def test_agent_url_must_be_an_http_url() -> None:
     with pytest.raises(ConfigError, match=r"AGENT_GATEWAY_HEALTH__AGENT_URL: health.agent_url: .*http"):
         load_config(environ={"AGENT_GATEWAY_HEALTH__AGENT_URL": "localhost:8000/healthz"})
+
+
+def service_links(service: str, ip: str, ports: dict[str, int]) -> dict[str, str]:
+    """The variables the kubelet injects into every pod for a Service (``enableServiceLinks`` defaults to true)."""
+    prefix = service.upper().replace("-", "_")
+    first = next(iter(ports.values()))
+    links = {
+        f"{prefix}_SERVICE_HOST": ip,
+        f"{prefix}_SERVICE_PORT": str(first),
+        f"{prefix}_PORT": f"tcp://{ip}:{first}",
+    }
+    for name, port in ports.items():
+        tcp = f"{prefix}_PORT_{port}_TCP"
+        links |= {f"{prefix}_SERVICE_PORT_{name.upper()}": str(port), tcp: f"tcp://{ip}:{port}"}
+        links |= {f"{tcp}_PROTO": "tcp", f"{tcp}_PORT": str(port), f"{tcp}_ADDR": ip}
+    return links
+
+
+def test_serve_answers_probes_in_a_pod_with_service_links_and_no_admin_token(tmp_path: Path) -> None:
+    """`agent-gateway serve` as the image runs it, in a namespace with Services named gateway, agent-gateway,
+    agent-gateway-health and agent-gateway-redis (all of whose variables share our prefix), and no admin token."""
+    data_port, health_port = free_port(), free_port()
+    env = {
+        **BASE_ENV, **KUBERNETES_ENV,
+        **service_links("agent-gateway-health", "10.0.0.3", {"health": 9902}),
+        **service_links("agent-gateway-redis", "10.0.0.4", {"redis": 6379}),
+        "AGENT_GATEWAY_HEALTH__PORT": str(health_port), "AGENT_GATEWAY_HEALTH__HOST": "127.0.0.1",
+        "AGENT_GATEWAY_LISTEN__HOST": "127.0.0.1", "AGENT_GATEWAY_STORE__PATH": str(tmp_path / "gw.db"),
+    }  # fmt: skip
+    process = subprocess.Popen([*CLI, "serve", "--port", str(data_port)], env=env, stderr=subprocess.PIPE, text=True)
+
+    def probe(path: str) -> Any:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}{path}", timeout=1) as answer:
+            return answer.status, json.load(answer)
+
+    try:
+        assert eventually_blocking(lambda: probe("/healthz"), within=30, ignoring=(OSError,)) == (200, {"status": "ok"})
+        status, ready = probe("/readyz")
+        assert (status, ready["checks"]) == (200, {"started": "ok", "store": "ok"})
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=30)
+    assert process.returncode == 0, errors
+    assert "admin API disabled" in errors
+    assert "Traceback" not in errors
