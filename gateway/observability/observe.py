@@ -85,12 +85,13 @@ class Observer:
         """The access line: OTel field names for the HTTP parts (the same words as the span's attributes), the
         trace and span ids to find the span, the verdict, and the durations in milliseconds."""
         request = exchange.request
+        path = received_path(request)
         access_log.log(
             level,
             "%s %s %d %s",
-            request.method, exchange.path, exchange.status, verdict,
+            request.method, path, exchange.status, verdict,
             extra={
-                "http.request.method": request.method, "url.path": received_path(request),
+                "http.request.method": request.method, "url.path": path,
                 "http.response.status_code": exchange.status, "verdict": verdict,
                 "trace_id": exchange.trace_id, "span_id": format(exchange.span.get_span_context().span_id, "016x"),
                 "run_id": exchange.run_id, "route": route, "source": exchange.source,
