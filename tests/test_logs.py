@@ -38,8 +38,8 @@ async def test_text_lines_keep_the_trace_id_and_the_duration(
         trace_id = (await missing.json(content_type=None))["trace_id"]
     lines = [line for line in capsys.readouterr().err.splitlines() if " agent_gateway.access " in line]
     assert len(lines) == 2, lines
-    pattern = rf"^{ISO_UTC} DEBUG agent_gateway\.access GET /agent/x 200 unchecked trace_id=[0-9a-f]{{32}} run_id=text-run "
-    assert re.match(rf"{pattern}duration_ms=\d+\.\d+$", lines[0]), lines[0]
+    success = rf"^{ISO_UTC} DEBUG agent_gateway\.access GET /agent/x 200 unchecked trace_id=[0-9a-f]{{32}} "
+    assert re.match(rf"{success}run_id=text-run duration_ms=\d+\.\d+$", lines[0]), lines[0]
     assert re.match(rf"^{ISO_UTC} INFO agent_gateway\.access GET /nowhere 404 unchecked trace_id={trace_id} ", lines[1])
     assert "duration_ms=" in lines[1]
 
