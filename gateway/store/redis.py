@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 from gateway.config import RouteSpec
 from gateway.errors import StoreUnavailable
 from gateway.store.base import (
+    PRUNE_BATCH,
     ArtifactVersion,
     CheckpointRecord,
     DocumentHead,
@@ -208,14 +209,19 @@ class RedisStore:
 
     async def list_runs(self, limit: int) -> list[RunSummary]:
         newest: list[Any] = await self._redis.zrevrange(self._k("runs"), 0, limit - 1, withscores=True)
-        summaries = []
-        for raw_id, last in newest:
-            run_id = _text(raw_id)
-            count = await self._redis.zcard(self._k("run", run_id))
-            first = await self._redis.hget(self._k("runs", "first"), run_id)
-            failures = await self._redis.hget(self._k("runs", "failures"), run_id)
-            summaries.append(RunSummary(run_id, float(first or last), float(last), int(count), int(failures or 0)))
-        return summaries
+        run_ids = [_text(raw_id) for raw_id, _ in newest]
+        pipe = self._redis.pipeline(transaction=False)  # one round trip for the page, not three per run
+        for run_id in run_ids:
+            pipe.zcard(self._k("run", run_id))
+            pipe.hget(self._k("runs", "first"), run_id)
+            pipe.hget(self._k("runs", "failures"), run_id)
+        answers = await pipe.execute()
+        return [
+            RunSummary(run_id, float(first or last), float(last), int(count), int(failures or 0))
+            for (run_id, (_, last)), count, first, failures in zip(
+                zip(run_ids, newest, strict=True), answers[0::3], answers[1::3], answers[2::3], strict=True
+            )
+        ]
 
     async def failure_counts(self, since: float) -> list[FailureCount]:
         members = await self._redis.zrangebyscore(self._k("failures"), since, "+inf")
@@ -226,21 +232,55 @@ class RedisStore:
         return [FailureCount(*key, count) for key, count in sorted(counts.items())]
 
     async def prune_handoffs(self, *, keep: int, older_than: float) -> int:
-        old = await self._redis.zrangebyscore(self._k("h", "by-time"), "-inf", f"({older_than}")
-        beyond = await self._redis.zrange(self._k("h", "by-seq"), 0, -(keep + 1))
-        doomed = {_text(i) for i in [*old, *beyond]}
-        for record_id in doomed:
-            blob = await self._redis.get(self._k("h", "rec", record_id))
-            pipe = self._redis.pipeline(transaction=True)
-            if blob is not None:
-                r = decode_record(blob)
-                pipe.zrem(self._k("run", r.run_id), record_id)
+        """Batches of :data:`PRUNE_BATCH` records, each in a few round trips (the oldest by age first, then the
+        oldest beyond ``keep``), so no single command holds Redis for long however much there is to delete."""
+        removed = 0
+        while True:
+            doomed = await self._redis.zrangebyscore(
+                self._k("h", "by-time"), "-inf", f"({older_than}", start=0, num=PRUNE_BATCH
+            )
+            if not doomed:
+                excess = int(await self._redis.zcard(self._k("h", "by-seq"))) - keep
+                if excess <= 0:
+                    return removed
+                doomed = await self._redis.zrange(self._k("h", "by-seq"), 0, min(excess, PRUNE_BATCH) - 1)
+            await self._forget([_text(i) for i in doomed])
+            removed += len(doomed)
+
+    async def _forget(self, record_ids: list[str]) -> None:
+        """Delete records and their index entries, then bring their runs' summaries in line with what is left."""
+        blobs = await self._redis.mget([self._k("h", "rec", i) for i in record_ids])
+        records = [decode_record(b) for b in blobs if b is not None]
+        pipe = self._redis.pipeline(transaction=True)
+        for r in records:
+            pipe.zrem(self._k("run", r.run_id), r.id)
+            if r.category:
                 pipe.zrem(self._k("failures"), f"{r.id}|{r.target}|{r.category}|{r.failure_mode}")
-            pipe.delete(self._k("h", "rec", record_id))
-            pipe.zrem(self._k("h", "by-seq"), record_id)
-            pipe.zrem(self._k("h", "by-time"), record_id)
-            await pipe.execute()
-        return len(doomed)
+                pipe.hincrby(self._k("runs", "failures"), r.run_id, -1)
+        pipe.delete(*(self._k("h", "rec", i) for i in record_ids))
+        pipe.zrem(self._k("h", "by-seq"), *record_ids)
+        pipe.zrem(self._k("h", "by-time"), *record_ids)
+        await pipe.execute()
+        await self._resummarise(sorted({r.run_id for r in records}))
+
+    async def _resummarise(self, run_ids: list[str]) -> None:
+        """A run left without records leaves the run list; the others start at their first remaining record."""
+        pipe = self._redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.zrange(self._k("run", run_id), 0, 0)
+        firsts = [_text(ids[0]) if ids else None for ids in await pipe.execute()]
+        blobs = await self._redis.mget([self._k("h", "rec", i) for i in firsts if i is not None]) if any(firsts) else []
+        started = iter(decode_record(b).started_at if b is not None else None for b in blobs)
+        pipe = self._redis.pipeline(transaction=True)
+        for run_id, first in zip(run_ids, firsts, strict=True):
+            at = None if first is None else next(started)
+            if at is None:
+                pipe.zrem(self._k("runs"), run_id)
+                pipe.hdel(self._k("runs", "first"), run_id)
+                pipe.hdel(self._k("runs", "failures"), run_id)
+            else:
+                pipe.hset(self._k("runs", "first"), run_id, at)
+        await pipe.execute()
 
     async def add_artifact_version(self, version: ArtifactVersion) -> None:
         key = self._k("art", version.run_id, version.artifact)
@@ -269,13 +309,20 @@ class RedisStore:
 
     async def list_escalations(self, *, status: str | None, route: str | None, limit: int) -> list[EscalationItem]:
         items: list[EscalationItem] = []
-        for raw_id in await self._redis.zrevrange(self._k("esc", "by-time"), 0, -1):
-            item = await self.get_escalation(_text(raw_id))
-            if item is not None and status in (None, item.status) and route in (None, item.route):
-                items.append(item)
-                if len(items) >= limit:
-                    break
-        return items
+        page = max(limit, 100)
+        start = 0
+        while len(items) < limit:  # newest first, a page of items per round trip (not one GET per item)
+            raw_ids = await self._redis.zrevrange(self._k("esc", "by-time"), start, start + page - 1)
+            if not raw_ids:
+                break
+            start += page
+            blobs = await self._redis.mget([self._k("esc", _text(i)) for i in raw_ids])
+            items += [
+                item
+                for item in (decode_item(b) for b in blobs if b is not None)
+                if status in (None, item.status) and route in (None, item.route)
+            ]
+        return items[:limit]
 
     async def replace_escalation(self, item: EscalationItem) -> None:
         previous = await self.get_escalation(item.id)

@@ -11,7 +11,6 @@ trail's SQL (run summaries, batched retention) in ``sqlite_audit.py``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import threading
 import time
@@ -23,6 +22,7 @@ import orjson
 
 from gateway.config import RouteSpec
 from gateway.store.base import (
+    PRUNE_BATCH,
     ArtifactVersion,
     CheckpointRecord,
     DocumentHead,
@@ -34,28 +34,35 @@ from gateway.store.base import (
     translate_errors,
 )
 from gateway.store.codec import decode_item, decode_record, encode_item
-from gateway.store.sqlite_audit import PRUNE_BATCH, append, prune_artifacts_batch, prune_batch, prune_cutoff
-from gateway.store.sqlite_schema import connect, create_or_migrate, incremental_vacuum, transaction
-
-log = logging.getLogger("agent_gateway.store")
+from gateway.store.sqlite_audit import append, failure_counts, prune_artifacts_batch, prune_batch, prune_cutoff
+from gateway.store.sqlite_schema import (
+    CHECKPOINT_COLUMNS,
+    checkpoints_path,
+    connect,
+    create_or_migrate,
+    incremental_vacuum,
+    open_checkpoints,
+    transaction,
+)
+from gateway.store.sqlite_upkeep import Upkeep
 
 T = TypeVar("T")
 
-_CHECKPOINT_COLUMNS = "key, request_digest, state, expires_at, status, headers, body, owner"
-
+VACUUM_STEP = 128
+"""Pages (4 KiB each) handed back to the file system per hold of the lock after retention."""
 SWEEP_INTERVAL = 60.0
 """Seconds between background sweeps of expired checkpoints."""
 
 
 @translate_errors(sqlite3.Error)
 class SQLiteStore:
-    """Two connections to one WAL file: checkpoints (awaited by keyed requests on the data path) have their own
-    connection and lock, so a keyed request waits at most for SQLite's write lock (one short audit batch or
-    retention transaction), never behind the queue of admin and audit work on the main connection. ``:memory:``
-    is one database per connection, so there both share the one connection.
+    """Checkpoints (awaited by keyed requests on the data path) have a file, connection and lock of their own
+    (see ``sqlite_schema.py``), so a keyed request never waits for audit batches, retention or admin work;
+    ``:memory:`` is one database per connection, so there everything shares the one connection.
 
-    A daemon thread deletes expired checkpoints every ``sweep_interval`` seconds (by ``clock``), in batches of
-    :data:`~gateway.store.sqlite_audit.PRUNE_BATCH`: a stored answer is otherwise only replaced when its key is
+    A daemon thread (``sqlite_upkeep.py``) checkpoints the WAL outside the locks and deletes expired
+    checkpoints every ``sweep_interval`` seconds (by ``clock``), in batches of
+    :data:`~gateway.store.base.PRUNE_BATCH`: a stored answer is otherwise only replaced when its key is
     claimed again, and a fleet's unique keys would grow the file without bound."""
 
     def __init__(
@@ -65,29 +72,23 @@ class SQLiteStore:
         self._conn = connect(path)
         self._lock = threading.Lock()
         create_or_migrate(self._conn)
-        if path == ":memory:":
-            self._ckpt_conn, self._ckpt_lock = self._conn, self._lock
-        else:
-            self._ckpt_conn, self._ckpt_lock = connect(path), threading.Lock()
+        self._ckpt_conn = open_checkpoints(self._conn, path)
+        self._ckpt_lock = self._lock if self._ckpt_conn is self._conn else threading.Lock()
         self._clock = clock
-        self._stop_sweeping = threading.Event()
-        self._sweeper = threading.Thread(
-            target=self._sweep_forever, args=(sweep_interval,), name="sqlite-checkpoint-sweeper", daemon=True
-        )
-        self._sweeper.start()
-
-    def _sweep_forever(self, interval: float) -> None:
-        while not self._stop_sweeping.wait(interval):
-            try:
-                self.sweep_checkpoints()
-            except sqlite3.Error as exc:  # a busy or full disk: the next sweep tries again
-                self.failures["sweep_checkpoints"] += 1
-                log.warning("sweeping expired checkpoints failed: %s", exc)
+        self._closing = threading.Event()
+        wal_files = [] if path == ":memory:" else [path, checkpoints_path(path)]
+        for c in {self._conn, self._ckpt_conn} if wal_files else ():
+            c.execute("PRAGMA wal_autocheckpoint=0")  # the upkeep thread checkpoints, outside the locks
+        self._upkeep = Upkeep(
+            wal_files, self.sweep_checkpoints, sweep_interval=sweep_interval, stopping=self._closing,
+            failures=self.failures,
+        )  # fmt: skip
+        self._upkeep.start()
 
     def sweep_checkpoints(self) -> int:
         """Delete every checkpoint expired by now, a bounded batch per transaction; how many (blocking)."""
         swept = 0
-        while not self._stop_sweeping.is_set():
+        while not self._closing.is_set():
             with self._ckpt_lock, transaction(self._ckpt_conn) as c:
                 batch = c.execute(
                     "DELETE FROM checkpoints WHERE key IN"
@@ -204,13 +205,7 @@ class SQLiteStore:
         return [RunSummary(*row) for row in rows]
 
     async def failure_counts(self, since: float) -> list[FailureCount]:
-        rows = await self._all(  # reads the window of the partial index handoffs_failures, nothing else
-            "SELECT route, category, mode, COUNT(*) FROM handoffs INDEXED BY handoffs_failures"
-            " WHERE category IS NOT NULL AND started_at >= ? GROUP BY route, category, mode"
-            " ORDER BY route, category, mode",
-            (since,),
-        )
-        return [FailureCount(*row) for row in rows]
+        return await self._run(lambda c: failure_counts(c, since))
 
     async def prune_handoffs(self, *, keep: int, older_than: float) -> int:
         """One transaction (and one hold of the lock) per batch, then the freed pages back to the file system
@@ -221,7 +216,7 @@ class SQLiteStore:
             removed += batch
         while await self._run(lambda c: prune_artifacts_batch(c, older_than)) == PRUNE_BATCH:
             pass
-        while await self._run(lambda c: incremental_vacuum(c, PRUNE_BATCH)):
+        while await self._run(lambda c: incremental_vacuum(c, VACUUM_STEP)):
             pass
         return removed
 
@@ -274,7 +269,7 @@ class SQLiteStore:
     ) -> CheckpointRecord | None:
         def claim(c: sqlite3.Connection) -> CheckpointRecord | None:
             with transaction(c):
-                row = c.execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE key = ?", (key,)).fetchone()
+                row = c.execute(f"SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE key = ?", (key,)).fetchone()
                 if row is not None and row[3] > now:
                     headers = orjson.loads(row[5]) if row[5] else None
                     return CheckpointRecord(row[0], row[1], row[2], row[3], row[4], headers, row[6], row[7])
@@ -300,7 +295,7 @@ class SQLiteStore:
         self, key: str, request_digest: str, *, status: int, headers: Mapping[str, str], body: bytes, expires_at: float
     ) -> None:
         await self._checkpoint_write(
-            f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, 'done', ?, ?, ?, ?, NULL)",
+            f"INSERT OR REPLACE INTO checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?, ?, 'done', ?, ?, ?, ?, NULL)",
             (key, request_digest, expires_at, status, orjson.dumps(dict(headers)), body),
         )
 
@@ -311,8 +306,8 @@ class SQLiteStore:
         )
 
     async def close(self) -> None:
-        self._stop_sweeping.set()
-        await asyncio.to_thread(self._sweeper.join)
+        self._closing.set()
+        await asyncio.to_thread(self._upkeep.join)
         if self._ckpt_conn is not self._conn:
             await self._checkpoint(lambda c: c.close())
         await self._run(lambda c: c.close())

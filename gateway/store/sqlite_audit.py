@@ -1,22 +1,24 @@
-"""The audit trail's SQL on the SQLite store: appending with run summaries, and retention in small batches.
+"""The audit trail's SQL on the SQLite store: appending with summaries, windowed failure counts, and retention
+in small batches.
 
-Each function is one transaction on a connection the caller holds the lock of. Retention never deletes more
-than :data:`PRUNE_BATCH` rows per transaction, so the lock (which checkpoints, admin writes and the audit
-writer also need) is released every few milliseconds during a pass, however much there is to delete.
+Two summaries are kept in the transaction that appends (and the one that prunes) the handoffs they summarise,
+so neither can disagree with the rows: ``runs`` (one row per run, for ``GET /runs``) and ``failure_minutes``
+(failures per minute, route, category and mode, for ``/stats/failures``: an hour's window sums at most 60
+minutes of buckets, however many handoffs it holds). Retention never deletes more than :data:`PRUNE_BATCH`
+rows per transaction, so the store's lock is released every few milliseconds during a pass of any size.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway.store.base import HandoffRecord
+from gateway.store.base import PRUNE_BATCH, FailureCount, HandoffRecord
 from gateway.store.codec import encode_record
 from gateway.store.sqlite_schema import transaction
-
-PRUNE_BATCH = 500
-"""Rows deleted per transaction: about 5 ms of lock hold on a laptop-class disk (see loadtests/scale_store.py)."""
 
 _INSERT = (
     "INSERT INTO handoffs (id, run_id, started_at, route, verdict, category, mode, record)"
@@ -28,6 +30,10 @@ _UPSERT_RUN = (
     " last_at = MAX(last_at, excluded.last_at), handoffs = handoffs + excluded.handoffs,"
     " failures = failures + excluded.failures"
 )
+_ADD_FAILURES = (
+    "INSERT INTO failure_minutes (minute, route, category, mode, count) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (minute, route, category, mode) DO UPDATE SET count = count + excluded.count"
+)
 # After deleting some of a run's handoffs: a run left with none goes, the others get their counts and bounds
 # from what remains (MIN/MAX read the handoffs_run index: two lookups per run, not a scan).
 _DROP_EMPTY_RUN = "DELETE FROM runs WHERE run_id = ? AND handoffs <= ?"
@@ -36,16 +42,36 @@ _SHRINK_RUN = (
     " first_at = (SELECT MIN(started_at) FROM handoffs h WHERE h.run_id = runs.run_id),"
     " last_at = (SELECT MAX(started_at) FROM handoffs h WHERE h.run_id = runs.run_id) WHERE run_id = ?"
 )
-# The two retention rules, each as "the next batch of doomed rows" (seq, run_id, is-a-failure).
-_OLDEST_BEFORE = (
-    "SELECT seq, run_id, category IS NOT NULL FROM handoffs WHERE started_at < ? ORDER BY started_at LIMIT ?"
+_DROP_FAILURES = (
+    "DELETE FROM failure_minutes WHERE minute = ? AND route = ? AND category = ? AND mode = ? AND count <= ?"
 )
-_FIRST_UP_TO = "SELECT seq, run_id, category IS NOT NULL FROM handoffs WHERE seq <= ? ORDER BY seq LIMIT ?"
+_SHRINK_FAILURES = (
+    "UPDATE failure_minutes SET count = count - ? WHERE minute = ? AND route = ? AND category = ? AND mode = ?"
+)
+# The two retention rules, each as "the next batch of doomed rows".
+_DOOMED = "SELECT seq, run_id, started_at, route, category, mode FROM handoffs"
+_OLDEST_BEFORE = f"{_DOOMED} WHERE started_at < ? ORDER BY started_at LIMIT ?"
+_FIRST_UP_TO = f"{_DOOMED} WHERE seq <= ? ORDER BY seq LIMIT ?"
+# Whole minutes from the buckets, the minute the window starts in from the failures' partial index.
+_FAILURE_COUNTS = """
+SELECT route, category, NULLIF(mode, ''), SUM(n) FROM (
+    SELECT route, category, mode, count AS n FROM failure_minutes WHERE minute >= :minute
+    UNION ALL
+    SELECT route, category, COALESCE(mode, ''), 1 FROM handoffs INDEXED BY handoffs_failures
+    WHERE category IS NOT NULL AND started_at >= :since AND started_at < :minute * 60
+) GROUP BY route, category, mode ORDER BY route, category, mode
+"""
+
+Bucket = tuple[int, str, str, str]
+"""A failure's minute (``started_at // 60``), route, category and mode (``""`` for none)."""
+
+
+def _buckets(failures: Iterable[tuple[float, str, str, str | None]]) -> Counter[Bucket]:
+    return Counter((int(at // 60), route, category, mode or "") for at, route, category, mode in failures)
 
 
 def append(c: sqlite3.Connection, records: Sequence[HandoffRecord]) -> None:
-    """Insert a batch and fold it into the run summaries, in one transaction (a summary never disagrees with
-    the rows it summarises)."""
+    """Insert a batch and fold it into the run and failure summaries, in one transaction."""
     rows = [
         (r.id, r.run_id, r.started_at, r.target, r.verdict, r.category, r.failure_mode, encode_record(r))
         for r in records
@@ -57,9 +83,17 @@ def append(c: sqlite3.Connection, records: Sequence[HandoffRecord]) -> None:
         summary[2] = max(summary[2], r.started_at)
         summary[3] += 1
         summary[4] += r.category is not None
+    failures = _buckets((r.started_at, r.target, r.category, r.failure_mode) for r in records if r.category)
     with transaction(c):
         c.executemany(_INSERT, rows)
         c.executemany(_UPSERT_RUN, list(runs.values()))
+        c.executemany(_ADD_FAILURES, [(*bucket, n) for bucket, n in failures.items()])
+
+
+def failure_counts(c: sqlite3.Connection, since: float) -> list[FailureCount]:
+    """Failures started at ``since`` or later, by route, category and mode."""
+    rows = c.execute(_FAILURE_COUNTS, {"since": since, "minute": math.ceil(since / 60)}).fetchall()
+    return [FailureCount(*row) for row in rows]
 
 
 def prune_cutoff(c: sqlite3.Connection, keep: int) -> int:
@@ -72,21 +106,21 @@ def prune_cutoff(c: sqlite3.Connection, keep: int) -> int:
 
 def prune_batch(c: sqlite3.Connection, *, up_to_seq: int, older_than: float) -> int:
     """Delete at most :data:`PRUNE_BATCH` records (those started before ``older_than`` first, then those with
-    ``seq <= up_to_seq``) and their share of the run summaries; how many were deleted (0: done)."""
+    ``seq <= up_to_seq``) and their share of the summaries; how many were deleted (0: done)."""
     with transaction(c):
         doomed = c.execute(_OLDEST_BEFORE, (older_than, PRUNE_BATCH)).fetchall()
         if not doomed:
             doomed = c.execute(_FIRST_UP_TO, (up_to_seq, PRUNE_BATCH)).fetchall()
         if not doomed:
             return 0
-        c.executemany("DELETE FROM handoffs WHERE seq = ?", [(seq,) for seq, _, _ in doomed])
-        removed: dict[str, list[int]] = {}
-        for _, run_id, failed in doomed:
-            counts = removed.setdefault(run_id, [0, 0])
-            counts[0] += 1
-            counts[1] += failed
-        c.executemany(_DROP_EMPTY_RUN, [(run_id, n) for run_id, (n, _) in removed.items()])
-        c.executemany(_SHRINK_RUN, [(n, f, run_id) for run_id, (n, f) in removed.items()])
+        c.executemany("DELETE FROM handoffs WHERE seq = ?", [(row[0],) for row in doomed])
+        handoffs = Counter(row[1] for row in doomed)
+        failed = Counter(row[1] for row in doomed if row[4] is not None)
+        c.executemany(_DROP_EMPTY_RUN, list(handoffs.items()))
+        c.executemany(_SHRINK_RUN, [(n, failed[run_id], run_id) for run_id, n in handoffs.items()])
+        buckets = _buckets(row[2:] for row in doomed if row[4] is not None)
+        c.executemany(_DROP_FAILURES, [(*bucket, n) for bucket, n in buckets.items()])
+        c.executemany(_SHRINK_FAILURES, [(n, *bucket) for bucket, n in buckets.items()])
     return len(doomed)
 
 
