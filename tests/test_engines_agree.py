@@ -1,4 +1,5 @@
-"""The hot-path engine (jsonschema-rs) and the reference engine (Python jsonschema) agree on draft 2020-12.
+"""The hot-path engines (jsonschema-rs, and corvus-json-schema-rs on raw bytes) and the reference engine (Python
+jsonschema) agree on draft 2020-12.
 
 Cases come from the official JSON-Schema-Test-Suite (vendored under ``tests/data``; MIT licence there).
 Remote references (``http://localhost:1234/...``) are served from the suite's ``remotes`` folder through
@@ -12,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import corvus_json_schema_rs
 import jsonschema_rs
 import pytest
 import referencing
@@ -55,10 +57,13 @@ def test_engines_agree_with_each_other_and_the_suite(path: Path) -> None:
     for case in json.loads(path.read_text()):
         fast = jsonschema_rs.Draft202012Validator(case["schema"], registry=rust_registry, offline=True)
         reference = Draft202012Validator(case["schema"], registry=python_registry)
+        on_bytes = corvus_json_schema_rs.compile(case["schema"], resolve_document=dict(remotes()).get)
         for test in case["tests"]:
             verdicts = (fast.is_valid(test["data"]), reference.is_valid(test["data"]))
             label = f"{case['description']} / {test['description']}"
             assert verdicts[0] == test["valid"], f"jsonschema-rs differs from the suite: {label}"
+            text = json.dumps(test["data"])
+            assert on_bytes.is_valid_json(text) == test["valid"], f"corvus-json-schema-rs differs: {label}"
             if (path.name, test["description"]) not in REFERENCE_ENGINE_GAPS:
                 assert verdicts[0] == verdicts[1], f"engines disagree: {label}: rs={verdicts[0]} py={verdicts[1]}"
             checked += 1

@@ -1,0 +1,205 @@
+"""The bytes fast path may only ever say "valid" when jsonschema-rs (the authority) would, on the JSON the gateway
+parses (orjson): random documents against random subset schemas, JSON corner cases, and the schemas it must not
+take. A valid body nobody reads is never turned into Python objects."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from typing import Any
+
+import jsonschema_rs
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.contracts.registry import SchemaResources
+from gateway.contracts.validation import NO_VIOLATIONS, CompiledSchema, check_payload, parse_json_payload
+
+JSON = "application/json"
+
+
+def authority(schema: Any, body: bytes) -> bool | None:
+    """jsonschema-rs's verdict on what orjson parses (``None``: not JSON for the gateway), formats asserted."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return bool(jsonschema_rs.Draft202012Validator(schema, validate_formats=True).is_valid(document))
+
+
+# -- random subset schemas and documents ------------------------------------------------------------------
+
+NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0, 1, -1, 1.0, 0.5, 2**53, 2**53 + 1, 2**64, 2**64 + 1, -0.0]),
+)
+TRICKY_STRINGS = st.sampled_from(
+    ["a@b.c", "a@[127.0.0.1]", "2020-02-29", "2020-02-30", "1.2.3.04", "http://x/ y", "\u0663", "é", "a\n", "😀"]
+)  # formats the two engines' checkers may read differently; Unicode digits, letters and line ends for patterns
+SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=6), TRICKY_STRINGS)
+DOCUMENTS = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from("abcd"), inner, max_size=4),
+    max_leaves=12,
+)
+KEYS = st.sampled_from("abcd")
+TYPES = st.sampled_from(["null", "boolean", "integer", "number", "string", "array", "object"])
+BOUNDS = st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"])
+COUNTS = st.sampled_from(["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"])
+LEAF_SCHEMAS = st.one_of(
+    st.builds(lambda t: {"type": t}, TYPES),
+    st.builds(lambda k, v: {k: v}, BOUNDS, NUMBERS),
+    st.builds(lambda k, v: {k: v}, COUNTS, st.integers(0, 4)),
+    st.builds(lambda v: {"multipleOf": v}, st.integers(1, 5) | st.sampled_from([0.5, 0.1, 2**60])),
+    st.builds(lambda v: {"enum": v}, st.lists(SCALARS, min_size=1, max_size=3)),
+    st.builds(lambda v: {"const": v}, DOCUMENTS),
+    st.builds(lambda v: {"uniqueItems": v}, st.booleans()),
+    st.builds(lambda v: {"required": v}, st.lists(KEYS, unique=True, max_size=3)),
+    st.builds(lambda f: {"format": f}, st.sampled_from(["email", "date", "uri", "ipv4", "uuid"])),
+    st.builds(lambda p: {"pattern": p}, st.sampled_from(["^a", "^\\d$", "\\w+$", "^.$"])),
+    st.booleans(),
+)  # fmt: skip
+
+
+COMBINATORS = st.sampled_from(["allOf", "anyOf", "oneOf"])
+
+
+def _composite(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.builds(lambda p: {"properties": p}, st.dictionaries(KEYS, inner, max_size=3)),
+        st.builds(lambda a: {"additionalProperties": a}, inner),
+        st.builds(lambda i: {"items": i}, inner),
+        st.builds(lambda p: {"prefixItems": p}, st.lists(inner, min_size=1, max_size=2)),
+        st.builds(lambda k, s: {k: s}, COMBINATORS, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda s: {"not": s}, inner),
+        st.builds(lambda c, n: {"contains": c, "minContains": n}, inner, st.integers(0, 2)),
+        st.builds(lambda a, b: {**a, **b} if isinstance(a, dict) and isinstance(b, dict) else a, inner, inner),
+    )  # fmt: skip
+
+
+SCHEMAS = st.recursive(LEAF_SCHEMAS, _composite, max_leaves=6)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=SCHEMAS, documents=st.lists(DOCUMENTS, min_size=1, max_size=4))
+def test_the_fast_path_verdict_is_the_authoritys(schema: Any, documents: list[Any]) -> None:
+    compiled = CompiledSchema(schema)
+    for document in documents:
+        body = orjson.dumps(document) if _fits(document) else json.dumps(document).encode()
+        verdict = authority(schema, body)
+        if compiled.accepts(body):
+            assert verdict, (schema, body)  # never "valid" where the authority says otherwise
+        _, (_, total) = check_payload(compiled, body, JSON, None, 10, keep=False)
+        assert (total == 0) == bool(verdict), (schema, body)
+
+
+def _fits(document: Any) -> bool:
+    """orjson refuses to write integers beyond 64 bits; the standard library writes them (as agents may)."""
+    if isinstance(document, int) and not isinstance(document, bool):
+        return -(2**63) <= document < 2**64
+    if isinstance(document, list):
+        return all(_fits(item) for item in document)
+    if isinstance(document, dict):
+        return all(_fits(item) for item in document.values())
+    return True
+
+
+# -- JSON corner cases --------------------------------------------------------------------------------------
+
+OBJECT_A_INT = {"type": "object", "properties": {"a": {"type": "integer", "maximum": 10}}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1,"a":"x"}',  # duplicate keys: the last one counts, for orjson as for the fast path
+        b'{"a":"x","a":1}',
+        b'{"a":1.0}',  # 1.0 is an integer in 2020-12
+        b'{"a":1.5}',
+        b'{"a":18446744073709551617}',  # beyond 64 bits: orjson makes a double
+        b'{"a":-0}',
+        b'{"a":NaN}',
+        b'{"a":1e400}',
+        b'{"a":"\\ud800"}',  # a lone surrogate
+        b'{"a":"\xff"}',  # not UTF-8
+        b'\xef\xbb\xbf{"a":1}',  # a byte-order mark
+        b'{"a":1} x',
+        b"[" * 200 + b"]" * 200,  # deeper than the fast path's parser goes
+        b'{"b":"\\u0000"}',
+    ],
+)
+def test_json_corner_cases_keep_todays_verdict(body: bytes) -> None:
+    compiled = CompiledSchema(OBJECT_A_INT)
+    assert compiled.has_fast_path
+    document, expected = parse_json_payload(body, JSON, None)
+    if not expected[1]:
+        expected = compiled.check(document, 10)
+    kept, verdict = check_payload(compiled, body, JSON, None, 10, keep=True)
+    assert verdict == expected
+    assert kept == document
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "format": "email"},
+        {"type": "string", "pattern": "^a"},
+        {"patternProperties": {"^x": {"type": "integer"}}},
+        {"unevaluatedProperties": False},
+        {"maximum": 2**64},
+        {"enum": [2**60]},
+        {"multipleOf": 0.1},
+        {"contentMediaType": "application/json"},
+        {"properties": {"a": {"$id": "https://other.test/a.json", "type": "integer"}}},
+        {"$defs": {"a": {"$anchor": "x", "type": "integer"}}, "$ref": "#x"},
+        {"properties": {"a": {"format": "date"}}},
+    ],
+)
+def test_schemas_where_the_engines_may_disagree_take_the_authoritys_path(schema: Any) -> None:
+    assert not CompiledSchema(schema).has_fast_path
+
+
+def test_shared_schemas_are_followed_to_decide_the_fast_path() -> None:
+    resources = SchemaResources(
+        [
+            {"$id": "https://example.test/plain.json", "type": "object", "required": ["claim"]},
+            {"$id": "https://example.test/dated.json", "properties": {"at": {"format": "date"}}},
+        ]
+    )
+    plain = CompiledSchema({"$ref": "https://example.test/plain.json"}, resources.for_rust, resources.registry)
+    dated = CompiledSchema({"$ref": "https://example.test/dated.json"}, resources.for_rust, resources.registry)
+    assert plain.has_fast_path
+    assert plain.accepts(b'{"claim":"x"}')
+    assert not plain.accepts(b"{}")
+    assert not dated.has_fast_path
+    assert check_payload(dated, b'{"at":"yesterday"}', JSON, None, 10, keep=False)[1][1] == 1
+
+
+def test_a_valid_body_nobody_reads_is_not_parsed_into_objects() -> None:
+    """The point of the fast path: the checked document's objects are never built (measured by allocation)."""
+    item = {"claim": "handoffs fail at the coordination layer", "score": 0.5}
+    schema = {"type": "array", "items": {"type": "object", "required": ["claim"]}}
+    compiled = CompiledSchema(schema)
+    body = orjson.dumps([item] * 2000)  # ≈ 110 KB of JSON, ≈ 6,000 Python objects when parsed
+    tracemalloc.start()
+    try:
+        document, verdict = check_payload(compiled, body, JSON, None, 10, keep=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (document, verdict) == (None, NO_VIOLATIONS)
+    assert peak < len(body) // 10, peak  # parsed, the list alone would take 16 KB and its dicts ≈ 400 KB
+    kept, _ = check_payload(compiled, body, JSON, None, 10, keep=True)
+    assert kept == [item] * 2000
+
+
+def test_a_bound_beyond_doubles_keeps_the_authoritys_verdict() -> None:
+    """2**64 + 1 parses to the double 2**64; the authority compares it with the exact bound, the fast path would
+    not: such a schema is checked by the authority alone (fails if the compile-time subset check is dropped)."""
+    compiled = CompiledSchema({"maximum": 2**64})
+    body = b"18446744073709551617"
+    assert authority({"maximum": 2**64}, body) is False
+    assert check_payload(compiled, body, JSON, None, 10, keep=False)[1][1] == 1
