@@ -8,13 +8,14 @@
 
 from gateway.testing.agent import FaultyAgent, Received, every, first
 from gateway.testing.faults import Fault, FaultSetupError
-from gateway.testing.harness import GatewayUnderTest, Reply, gateway_in_front_of
+from gateway.testing.harness import GatewayFactory, GatewayUnderTest, Reply, gateway_in_front_of
 from gateway.testing.upstream import MemoryAnswer, MemoryUpstream, Scripted, Sent
 
 __all__ = [
     "Fault",
     "FaultSetupError",
     "FaultyAgent",
+    "GatewayFactory",
     "GatewayUnderTest",
     "MemoryAnswer",
     "MemoryUpstream",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -56,6 +57,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     fault: Fault | None
+    at: float
+    """``time.monotonic()`` when the request arrived (e.g. to check a client waited as ``Retry-After`` said)."""
 
     @property
     def json(self) -> Any:
@@ -112,7 +115,7 @@ class FaultyAgent:
         call = len(self.received)
         fault = self._fault_for(call)
         path, _, query = request.raw_path.partition("?")
-        received = Received(call, request.method, path, query, dict(request.headers), body, fault)
+        received = Received(call, request.method, path, query, dict(request.headers), body, fault, time.monotonic())
         self.received.append(received)
         document = self.answer(received) if callable(self.answer) else self.answer
         reply = json_reply(self.status, document)

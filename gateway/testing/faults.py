@@ -78,7 +78,7 @@ class Fault:
     @staticmethod
     def hang() -> Fault:
         """Never answer: hold the connection until the client gives up (or the agent closes)."""
-        return _Delay(None)
+        return _Hang()
 
     @staticmethod
     def drop_mid_body() -> Fault:
@@ -142,14 +142,23 @@ class Fault:
 class _Delay(Fault):
     name = "delay"
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        if seconds is None:
-            self.name = "hang"
 
     async def send(self, request: web.Request, reply: Reply, pause: Pause) -> web.StreamResponse:
         await pause(self.seconds)
         return await plain_send(request, reply, pause)
+
+
+class _Hang(Fault):
+    name = "hang"
+
+    async def send(self, request: web.Request, reply: Reply, pause: Pause) -> web.StreamResponse:
+        """Wait until the client gives up (aiohttp then cancels this handler) or the agent closes, which cuts
+        the connection: a hung agent never answers."""
+        await pause(None)
+        _cut(request)
+        return web.Response(status=599)
 
 
 class _DropMidBody(Fault):
@@ -160,9 +169,14 @@ class _DropMidBody(Fault):
         response.content_length = len(reply.body)
         await response.prepare(request)
         await response.write(reply.body[: len(reply.body) // 2])
-        assert request.transport is not None
-        request.transport.abort()
+        _cut(request)
         return response
+
+
+def _cut(request: web.Request) -> None:
+    """Close the connection abruptly (RST, no orderly end of the HTTP message)."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 class _Status(Fault):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +64,11 @@ class Reply:
 class GatewayUnderTest:
     """A started gateway in front of the agents; :attr:`admin` is an authenticated admin API client."""
 
-    def __init__(self, gateway: RunningGateway, admin: AdminClient, session: aiohttp.ClientSession) -> None:
+    def __init__(self, gateway: RunningGateway, admin: AdminClient, session: aiohttp.ClientSession, token: str) -> None:
         self.gateway = gateway
         self.admin = admin
+        self.token = token
+        """The admin token (e.g. for ``AGENT_GATEWAY_ADMIN_TOKEN`` when a test runs the ``agent-gateway`` CLI)."""
         self._session = session
 
     @property
@@ -108,6 +110,10 @@ class GatewayUnderTest:
         return items
 
 
+GatewayFactory = Callable[..., Awaitable[GatewayUnderTest]]
+"""What the ``agent_gateway`` fixture is: ``await agent_gateway(agents, contracts=..., policies=..., settings=...)``."""
+
+
 def _url(agent: str | HasUrl) -> str:
     return agent if isinstance(agent, str) else agent.url
 
@@ -145,4 +151,4 @@ async def gateway_in_front_of(
             await admin.request("POST", "/contracts", body={"contracts": list(contracts)})
         if policies:
             await admin.request("POST", "/policies", body={"policies": list(policies)})
-        yield GatewayUnderTest(gateway, admin, session)
+        yield GatewayUnderTest(gateway, admin, session, token)

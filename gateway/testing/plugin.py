@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from gateway.testing.agent import FaultyAgent
-from gateway.testing.harness import GatewayUnderTest, gateway_in_front_of
+from gateway.testing.harness import GatewayFactory, GatewayUnderTest, gateway_in_front_of
 
-GatewayFactory = Callable[..., Awaitable[GatewayUnderTest]]
 AgentFactory = Callable[..., Awaitable[FaultyAgent]]
 
 try:
