@@ -2,8 +2,8 @@
 how it is delivered; :class:`~gateway.testing.agent.FaultyAgent` applies them per call or by schedule.
 
 Why objects and not flags: a pipeline test reads as a script of what goes wrong
-(``schedule=[Fault.truncated_json(), None, Fault.status(503, retry_after=1)]``), and each fault's documented
-gateway outcome lives next to the code that commits it (see :data:`OUTCOMES` and the README's fault-kit table).
+(``schedule=[Fault.truncated_json(), None, Fault.status(503, retry_after=1)]``), and the README's fault-kit table
+gives each fault's gateway outcome (``tests/test_faultkit.py`` holds the gateway to it).
 
 Body faults address the answer by JSON pointer (RFC 6901): ``Fault.missing("/draft/title")`` removes that member
 from whatever the agent would have answered. A pointer that names nothing in the answer is a mistake in the test,
@@ -286,24 +286,6 @@ class _Edit(Fault):
         if isinstance(old, int | float) and not isinstance(old, bool):  # stale_context: one version back
             return old - 1
         raise FaultSetupError(f"{self!r}: the version there is {old!r}, not a number; give the stale version")
-
-
-OUTCOMES: Mapping[str, str] = {
-    "delay": "valid, later; past the attempt timeout → 504 upstream_timeout",
-    "hang": "504 upstream_timeout when the attempt timeout (or timeouts.read) runs out",
-    "drop_mid_body": "502 upstream_error",
-    "status": "relayed as the agent's answer; with a retry policy (retry.statuses) retried, Retry-After as a floor",
-    "truncated_json": "502 response_invalid (keyword json) unless retried",
-    "wrong_type": "502 response_invalid (keyword type)",
-    "missing": "502 response_invalid (keyword required)",
-    "extra": "502 response_invalid (keyword additionalProperties) when the schema closes the object; else valid",
-    "huge": "502 upstream-payload-too-large (verdict upstream_error) past limits.max_body_bytes",
-    "slow_drip": "valid if it ends within the attempt timeout; else 504 upstream_timeout",
-    "content_type": "502 response_invalid (keyword contentType)",
-    "invalid_utf8": "502 response_invalid (keyword json)",
-    "stale_context": "valid; the next handoff consuming it → 409 stale_context",
-}
-"""The documented gateway outcome of each fault on a contracted operation (verified by tests/test_faultkit*.py)."""
 
 
 async def sleep_or_close(closing: asyncio.Event, seconds: float | None) -> None:
