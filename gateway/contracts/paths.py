@@ -1,32 +1,45 @@
-"""Operation path templates (``/tasks/{id}``) matched against the path left after the route prefix."""
+"""Operation path templates (``/tasks/{id}``) matched against the path left after the route prefix.
+
+A template matches ``/`` followed by its segments, each ``{param}`` standing for exactly one non-empty segment
+and each literal for itself as spelled, then an optional trailing slash. Matching a path against many templates
+is :mod:`gateway.contracts.matcher`'s job; this module says what one template is.
+"""
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import unquote
 
 _PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
 class PathTemplate:
-    """A template whose ``{name}`` segments each match exactly one non-empty path segment."""
+    """A template whose ``{name}`` segments each match exactly one non-empty path segment. Immutable: build them
+    with :func:`path_template`, which makes each spelling once however many tables and checks use it."""
 
-    __slots__ = ("_pattern", "segments", "specificity", "template")
+    __slots__ = ("raw_segments", "segments", "specificity", "template")
 
     def __init__(self, template: str) -> None:
         self.template = template
-        segments = [seg for seg in template.split("/") if seg]
+        self.raw_segments = tuple(seg for seg in template.split("/") if seg)
+        """The segments as spelled: what a path's segments are compared with."""
         # What the template binds, spelling aside: a parameter's name is no part of it (``None``), empty
-        # segments and a trailing slash are not (the pattern ignores them), escapes are decoded.
-        self.segments = tuple(None if _PARAM.match(seg) else unquote(seg) for seg in segments)
-        parts = ["[^/]+" if _PARAM.match(seg) else re.escape(seg) for seg in segments]
-        self._pattern = re.compile("^/" + "/".join(parts) + "/?$")
-        literal = sum(1 for seg in segments if not _PARAM.match(seg))
-        # Sort key: more literal segments first, so ``/tasks/latest`` wins over ``/tasks/{id}``.
-        self.specificity = (-literal, -len(segments))
+        # segments and a trailing slash are not (matching ignores them), escapes are decoded.
+        self.segments = tuple(None if _PARAM.match(seg) else unquote(seg) for seg in self.raw_segments)
+        literal = sum(1 for seg in self.segments if seg is not None)
+        # Precedence: more literal segments first, so ``/tasks/latest`` wins over ``/tasks/{id}``.
+        self.specificity = (-literal, -len(self.segments))
 
     def matches(self, path: str) -> bool:
-        return self._pattern.match(path or "/") is not None
+        """Whether this one template matches ``path``: the reference definition, a regular expression made on
+        demand. Tables never call it per request; :class:`gateway.contracts.matcher.TemplateIndex` answers for
+        all templates at once and is property-tested against it."""
+        parts = [
+            "[^/]+" if seg is None else re.escape(raw)
+            for seg, raw in zip(self.segments, self.raw_segments, strict=True)
+        ]
+        return re.match("^/" + "/".join(parts) + "/?$", path or "/") is not None
 
     def overlaps(self, other: PathTemplate) -> bool:
         """Whether some path matches both templates and neither is more specific, so the matcher could only pick
@@ -40,3 +53,10 @@ class PathTemplate:
 
     def __repr__(self) -> str:
         return f"PathTemplate({self.template!r})"
+
+
+@lru_cache(maxsize=1 << 16)
+def path_template(template: str) -> PathTemplate:
+    """The template for a spelling, made once: a table of thousands of contracts is rebuilt on every change, and
+    re-parsing each unchanged template made every registration pay for all of them."""
+    return PathTemplate(template)

@@ -6,21 +6,25 @@ Life cycle of an id::
     activate(id, n) ─▶ any stored version comes into force (roll forward or back)
     deactivate(id) ──▶ nothing in force; every version stays readable; register again to revive
 
-Every change builds the complete new table *before* anything is persisted — a change the subclass cannot build
-(an uncompilable schema, a dangling reference) is refused — and then swaps it in with one assignment, so a
-request that reads ``registry.table`` once sees one consistent set of versions from start to end.
+Every change is checked *before* anything is persisted — a change the subclass cannot build (an uncompilable
+schema, a dangling reference, a binding another contract holds) is refused — and the new table is then swapped
+in with one assignment, so a request that reads ``registry.table`` once sees one consistent set of versions from
+start to end. A change costs what it changes: a subclass revises the table in force (:meth:`revise`) for the ids
+that changed rather than building it whole, which only start-up does.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.contracts.document import ContractDocumentError
 from gateway.store.base import DocumentHead, Store, StoredDocument
 
+RELOAD_ONE_BY_ONE = 32
+"""A reload that finds more changed documents than this fetches every version in force in one query instead."""
 MAX_VERSION = 2**31 - 1
 """Highest version number of a document. Versions count registrations from 1; the bound keeps a version
 within every store's integer type (SQLite, Redis, JSON), so an absurd number is "not found", never an overflow."""
@@ -60,9 +64,23 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
     def parse(self, document: Mapping[str, Any]) -> SpecT:
         """The typed form of a document; raise :class:`ContractDocumentError` if it is not valid."""
 
+    def parse_stored(self, document: Mapping[str, Any]) -> SpecT:
+        """The typed form of a stored version: it was checked when registered, a subclass may skip that."""
+        return self.parse(document)
+
     @abstractmethod
     def build(self, active: Mapping[str, tuple[SpecT, int]]) -> TableT:
         """The table for this set of active versions; raise :class:`ContractDocumentError` if impossible."""
+
+    def revise(self, active: Mapping[str, tuple[SpecT, int]], changed: Collection[str]) -> TableT:
+        """The table for ``active``, which differs from the one in force only at the ids in ``changed`` (added,
+        replaced or removed): a subclass whose table is costly overrides this to reuse the rest. Default: build."""
+        return self.build(active)
+
+    def precheck(self, active: Mapping[str, tuple[SpecT, int]], changed: Collection[str]) -> None:
+        """Raise if :meth:`revise` would (a registration refused before anything is stored; its versions are
+        still 0). Default: revise and drop the table; a subclass may check without building one."""
+        self.revise(active, changed)
 
     def installed(self, table: TableT) -> None:
         """Hook called after a new table is in force (caches)."""
@@ -76,6 +94,9 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
     def _parse_all(self, documents: Sequence[Mapping[str, Any]]) -> list[SpecT]:
         return [self.parse(document) for document in documents]
 
+    def _parse_stored_all(self, documents: Sequence[Mapping[str, Any]]) -> list[SpecT]:
+        return [self.parse_stored(document) for document in documents]
+
     def active_version(self, doc_id: str) -> int | None:
         entry = self._active.get(doc_id)
         return None if entry is None else entry[1]
@@ -85,18 +106,41 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
         return None if entry is None else entry[0]
 
     async def load(self) -> None:
-        """Rebuild the table from the store (at start-up, and when another gateway changed it).
+        """Bring the table in line with the store (at start-up, and when another gateway changed it).
 
-        Parsing and building run in a worker thread, here and in every change below: checking and compiling a
-        big document takes seconds, and the data plane keeps serving the old table until the new one is ready.
-        """
+        At start-up every version in force comes in one query. Afterwards only what differs from the store's
+        heads is fetched, parsed and compiled; a change the table in force cannot take (two gateways bound the
+        same operation at once) falls back to loading everything, which settles it. Parsing and building run in
+        a worker thread, here and in every change below, and the data plane keeps serving the old table until
+        the new one is ready."""
         async with self._lock:
+            if not self._active:
+                await self._load_all()
+                return
             heads = await self._store.list_heads(self.kind)
-            stored = [await self.version(h.id, h.active_version) for h in heads if h.active_version is not None]
-            stored.sort(key=lambda entry: (entry.created_at, entry.id))
-            specs = await asyncio.to_thread(self._parse_all, [entry.document for entry in stored])
-            active = {entry.id: (spec, entry.version) for entry, spec in zip(stored, specs, strict=True)}
-            await self._swap(await self.settle(active))
+            wanted = {h.id: h.active_version for h in heads if h.active_version is not None}
+            changed = [i for i, v in wanted.items() if self.active_version(i) != v]
+            changed += [i for i in self._active if i not in wanted]
+            if len(changed) > RELOAD_ONE_BY_ONE:
+                await self._load_all()
+            elif changed:
+                stored = [await self.version(i, wanted[i]) for i in changed if i in wanted]
+                specs = await asyncio.to_thread(self._parse_stored_all, [entry.document for entry in stored])
+                active = dict(self._active)
+                for gone in (i for i in changed if i not in wanted):
+                    del active[gone]
+                active.update((entry.id, (spec, entry.version)) for entry, spec in zip(stored, specs, strict=True))
+                try:
+                    await self._swap(active, changed)
+                except DocumentConflict:
+                    await self._load_all()
+
+    async def _load_all(self) -> None:
+        stored = await self._store.active_documents(self.kind)
+        stored.sort(key=lambda entry: (entry.created_at, entry.id))
+        specs = await asyncio.to_thread(self._parse_stored_all, [entry.document for entry in stored])
+        active = await self.settle({entry.id: (spec, entry.version) for entry, spec in zip(stored, specs, strict=True)})
+        self._install(active, await asyncio.to_thread(self.build, active))
 
     async def register(self, document: Mapping[str, Any], *, activate: bool = True) -> StoredDocument:
         (stored,) = await self.register_many([document], activate=activate)
@@ -107,36 +151,43 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
     ) -> list[StoredDocument]:
         """Register several documents as one change (documents that refer to each other can arrive together);
         either all are accepted and stored, or none is. A document identical to the version in force stores
-        nothing: pushing the same files again (CI, a ConfigMap re-applied) must not mint versions nobody wrote."""
-        specs = await asyncio.to_thread(self._parse_all, documents)
-        if len({spec.id for spec in specs}) != len(specs):
-            raise ContractDocumentError(f"the same {self.kind} id appears twice in one registration", [])
+        nothing and is not even parsed: pushing the same files again (CI, a ConfigMap re-applied) must not mint
+        versions nobody wrote, nor cost what registering them did. The change is checked (its documents only)
+        before anything is stored, and the table is built once, after the store has numbered the versions."""
         async with self._lock:
-            kept = {s.id for s, d in zip(specs, documents, strict=True) if activate and self._unchanged(s, d)}
-            changed = [(s, d) for s, d in zip(specs, documents, strict=True) if s.id not in kept]
-            if changed:
-                pending = {**self._active, **{spec.id: (spec, 0) for spec, _ in changed}}
-                await asyncio.to_thread(self.build, pending)  # refuse before storing
-            stored = {s.id: await self._store.add_version(self.kind, s.id, d) for s, d in changed}
-            if activate and changed:
+            kept = [activate and self._unchanged(document) for document in documents]
+            fresh = [document for document, same in zip(documents, kept, strict=True) if not same]
+            specs = await asyncio.to_thread(self._parse_all, fresh)
+            parsed = iter(specs)
+            ids = [document["id"] if same else next(parsed).id for document, same in zip(documents, kept, strict=True)]
+            if len(set(ids)) != len(ids):
+                raise ContractDocumentError(f"the same {self.kind} id appears twice in one registration", [])
+            if specs:
+                pending = {**self._active, **{spec.id: (spec, 0) for spec in specs}}
+                await asyncio.to_thread(self.precheck, pending, [spec.id for spec in specs])  # refuse before storing
+            stored = {
+                s.id: await self._store.add_version(self.kind, s.id, d) for s, d in zip(specs, fresh, strict=True)
+            }
+            if activate and specs:
                 for entry in stored.values():
                     await self._store.set_active(self.kind, entry.id, entry.version)
-                await self._swap({**self._active, **{s.id: (s, stored[s.id].version) for s, _ in changed}})
-            for doc_id in kept:
+                await self._swap({**self._active, **{s.id: (s, stored[s.id].version) for s in specs}}, list(stored))
+            for doc_id in set(ids) - stored.keys():
                 stored[doc_id] = await self.version(doc_id, self._active[doc_id][1])
-            return [stored[spec.id] for spec in specs]
+            return [stored[doc_id] for doc_id in ids]
 
-    def _unchanged(self, spec: SpecT, document: Mapping[str, Any]) -> bool:
-        """Whether ``document`` is, member for member, the version of ``spec.id`` in force."""
-        entry = self._active.get(spec.id)
+    def _unchanged(self, document: Mapping[str, Any]) -> bool:
+        """Whether ``document`` is, member for member, the version in force of its id."""
+        doc_id = document.get("id")
+        entry = self._active.get(doc_id) if isinstance(doc_id, str) else None
         return entry is not None and dict(entry[0].raw) == dict(document)
 
     async def activate(self, doc_id: str, version: int) -> None:
         async with self._lock:
             stored = await self.version(doc_id, version)
-            (spec,) = await asyncio.to_thread(self._parse_all, [stored.document])
+            (spec,) = await asyncio.to_thread(self._parse_stored_all, [stored.document])
             active = {**self._active, doc_id: (spec, version)}
-            table = await asyncio.to_thread(self.build, active)
+            table = await asyncio.to_thread(self.revise, active, [doc_id])
             await self._store.set_active(self.kind, doc_id, version)
             self._install(active, table)
 
@@ -146,8 +197,9 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
             if doc_id not in self._active:
                 await self.versions(doc_id)  # DocumentNotFound when it was never registered
                 return
-            active = {i: entry for i, entry in self._active.items() if i != doc_id}
-            table = await asyncio.to_thread(self.build, active)
+            active = dict(self._active)
+            del active[doc_id]
+            table = await asyncio.to_thread(self.revise, active, [doc_id])
             await self._store.set_active(self.kind, doc_id, None)
             self._install(active, table)
 
@@ -169,8 +221,8 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
             raise DocumentNotFound(f"{doc_id} version {version}")
         return stored
 
-    async def _swap(self, active: dict[str, tuple[SpecT, int]]) -> None:
-        self._install(active, await asyncio.to_thread(self.build, active))
+    async def _swap(self, active: dict[str, tuple[SpecT, int]], changed: Collection[str]) -> None:
+        self._install(active, await asyncio.to_thread(self.revise, active, changed))
 
     def _install(self, active: dict[str, tuple[SpecT, int]], table: TableT) -> None:
         self._active = active
