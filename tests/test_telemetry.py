@@ -19,7 +19,13 @@ from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
 from gateway.observability import semconv as sc
 from gateway.observability.spans import redacted_url
-from gateway.observability.telemetry import build_resource, build_tracer_provider
+from gateway.observability.telemetry import (
+    ServerSpans,
+    build_resource,
+    build_tracer_provider,
+    propagator,
+    tracer_for,
+)
 from tests.conftest import Upstream, contract, free_port, gateway_config, scripted
 from tests.test_policies import FAST_RETRY
 
@@ -228,3 +234,19 @@ def test_resource_names_the_release_and_the_environment_overrides_it() -> None:
     env = {"OTEL_RESOURCE_ATTRIBUTES": "service.version=9, deployment.environment=ci%20eu", "OTEL_SERVICE_NAME": "gw"}
     custom = build_resource(env).attributes
     assert (custom["service.name"], custom["service.version"], custom["deployment.environment"]) == ("gw", "9", "ci eu")
+
+
+@pytest.mark.parametrize("traceparent", [None, TRACEPARENT, f"00-{CALLER_TRACE}-00f067aa0ba902b7-00"])
+def test_the_non_recording_fast_path_decides_as_the_sdk_does(traceparent: str | None) -> None:
+    """With no exporter the gateway builds the unsampled SERVER span itself; it must be the span the SDK's
+    ``ALWAYS_OFF`` sampler would give: same trace (or a new one), same tracestate, flags, a fresh span id."""
+    headers = {"tracestate": "vendor=abc"} | ({"traceparent": traceparent} if traceparent else {})
+    parent = propagator().extract(headers)
+    tracer = tracer_for(build_tracer_provider(environ={}))
+    fast, sdk = ServerSpans(tracer).start("GET", parent), tracer.start_span("GET", context=parent)
+    assert not fast.is_recording()
+    ours, theirs = fast.get_span_context(), sdk.get_span_context()
+    assert (ours.trace_id == theirs.trace_id) is (traceparent is not None)
+    assert (ours.trace_flags, ours.trace_state, ours.is_remote) == (theirs.trace_flags, theirs.trace_state, False)
+    assert ours.is_valid
+    assert ours.span_id not in (theirs.span_id, 0x00F067AA0BA902B7)

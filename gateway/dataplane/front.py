@@ -17,7 +17,7 @@ import random
 from aiohttp import web
 from opentelemetry import baggage
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Tracer
 
 from gateway.dataplane.chain import Next
 from gateway.dataplane.exchange import Exchange
@@ -25,7 +25,7 @@ from gateway.errors import ContractViolation, GatewayError, problem_response
 from gateway.headers import AGENT, ATTEMPTS, CHECKPOINT, FALLBACK, RUN, VERDICT
 from gateway.observability.observe import Observer
 from gateway.observability.spans import begin_server_span, end_server_span
-from gateway.observability.telemetry import RUN_BAGGAGE, trace_id_of
+from gateway.observability.telemetry import RUN_BAGGAGE, ServerSpans, trace_id_of
 from gateway.outcomes import Verdict
 from gateway.protocols import jsonrpc
 
@@ -38,7 +38,7 @@ REFUSAL: web.RequestKey[str] = web.RequestKey("agent_gateway_refusal", str)
 
 class Observe:
     def __init__(self, tracer: Tracer, propagator: TextMapPropagator, observer: Observer) -> None:
-        self._tracer = tracer
+        self._spans = ServerSpans(tracer)
         self._propagator = propagator
         self._observer = observer
 
@@ -66,7 +66,7 @@ class Observe:
         run_id = headers.get(RUN) or baggage.get_baggage(RUN_BAGGAGE, parent)
         exchange.run_id = str(run_id) if run_id else f"{random.getrandbits(64):016x}"  # an id, not a secret
         exchange.source = headers.get(AGENT, "unknown")
-        span = exchange.span = self._tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
+        span = exchange.span = self._spans.start(request.method, parent)
         exchange.trace_id = trace_id_of(span)
         begin_server_span(span, request, exchange.run_id, exchange.source)
         request[EXCHANGE] = exchange
