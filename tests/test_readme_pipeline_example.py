@@ -1,5 +1,3 @@
-"""Our pipeline survives a writer that emits truncated JSON once (the README's gateway.testing example)."""
-
 from gateway.testing import Fault, FaultyAgent, GatewayFactory
 
 WRITER_CONTRACT = {
