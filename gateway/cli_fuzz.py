@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 from yarl import URL
 
+from gateway.admin.fuzz import MISSING_EXTRAS
 from gateway.cli_support import CommandError, admin_client, field, json_ready, print_json, read_bytes
 from gateway.contracts.document import load_document_text
 from gateway.contracts.validation import CompiledContract
-from gateway.fuzz import FuzzOptions, TargetUnreachable, junit_xml, render_text, run_fuzz
-from gateway.fuzz.run import compile_document
+from gateway.fuzz.report import junit_xml, render_text
 
 
 def target_url(value: str) -> str:
@@ -33,7 +33,7 @@ def target_url(value: str) -> str:
     return value
 
 
-async def _contract(args: argparse.Namespace) -> CompiledContract:
+async def _contract(args: argparse.Namespace, compile_document: Callable[..., CompiledContract]) -> CompiledContract:
     if args.file is not None:
         document = dict(json_ready(load_document_text(read_bytes(args.file), source=str(args.file)), args.file))
         if document.get("id") != args.id:
@@ -47,12 +47,16 @@ async def _contract(args: argparse.Namespace) -> CompiledContract:
 
 async def fuzz_command(args: argparse.Namespace) -> int:
     target = target_url(args.against)
-    contract = await _contract(args)
-    options = FuzzOptions(max_examples=args.max_examples, seconds=args.seconds, seed=args.seed,
+    try:
+        from gateway.fuzz import run
+    except ImportError:
+        raise CommandError(MISSING_EXTRAS, 2) from None
+    contract = await _contract(args, run.compile_document)
+    options = run.FuzzOptions(max_examples=args.max_examples, seconds=args.seconds, seed=args.seed,
                           near_valid=args.near_valid, timeout=args.timeout)  # fmt: skip
     try:
-        report = await run_fuzz(contract, target, options)
-    except TargetUnreachable as exc:
+        report = await run.run_fuzz(contract, target, options)
+    except run.TargetUnreachable as exc:
         raise CommandError(str(exc), 1) from None
     except ValueError as exc:
         raise CommandError(str(exc), 2) from None
@@ -83,7 +87,9 @@ def add_fuzz_command(
 ) -> None:
     """``contracts fuzz``, next to the other ``contracts`` actions."""
     fuzz = actions.add_parser(
-        "fuzz", parents=[admin_url], help="send generated requests to an agent and check its answers (exit 1 on a breach)"
+        "fuzz",
+        parents=[admin_url],
+        help="send generated requests to an agent and check its answers (exit 1 on a breach)",
     )
     fuzz.add_argument("id", help="the contract id")
     fuzz.add_argument("--against", required=True, metavar="URL", help="agent base URL (or gateway URL + route prefix)")
@@ -92,8 +98,10 @@ def add_fuzz_command(
     fuzz.add_argument("--max-examples", type=_positive(int), default=100, help="generated requests per search (100)")
     fuzz.add_argument("--seconds", type=_positive(float), default=60.0, help="time budget for the whole run (60)")
     fuzz.add_argument("--seed", type=int, default=0, help="same seed, same requests (0)")
-    fuzz.add_argument("--near-valid", choices=("require", "report", "off"), default="report",
-                      help="near-valid requests must be refused with a 4xx (require), are reported (report), or not sent")  # fmt: skip
+    fuzz.add_argument(
+        "--near-valid", choices=("require", "report", "off"), default="report",
+        help="near-valid requests must get a 4xx (require), are reported (report, the default) or not sent (off)",
+    )  # fmt: skip
     fuzz.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds to wait for each answer (10)")
     fuzz.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML here")
     fuzz.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -20,11 +20,12 @@ from gateway.admin.models import UPSTREAM_PATTERN
 from gateway.contracts.document import contract_meta_schema
 from gateway.control.versioning import MAX_VERSION, DocumentNotFound
 from gateway.errors import AdminError
-from gateway.fuzz import FuzzOptions, FuzzReport, TargetUnreachable, run_fuzz
+from gateway.fuzz.report import FuzzReport
 from gateway.outcomes import Verdict
 
 MAX_EXAMPLES = 200
 MAX_SECONDS = 30.0
+MISSING_EXTRAS = "fuzzing needs hypothesis and hypothesis-jsonschema: pip install 'agent-gateway[fuzz]'"
 
 
 class FuzzRequest(BaseModel):
@@ -48,11 +49,15 @@ async def fuzz_contract(request: web.Request) -> web.Response:
         contract = await state_of(request).contracts.compiled(contract_id, body.version)
     except DocumentNotFound as exc:
         raise not_found(f"Contract {contract_id!r}" + (f" version {body.version}" if body.version else "")) from exc
-    options = FuzzOptions(max_examples=body.max_examples, seconds=body.seconds, seed=body.seed,
-                          near_valid=body.near_valid, timeout=body.timeout)  # fmt: skip
     try:
-        report = await run_fuzz(contract, body.against, options)
-    except TargetUnreachable as exc:
+        from gateway.fuzz import run
+    except ImportError as exc:
+        raise AdminError(501, MISSING_EXTRAS, kind="not-implemented", title="Fuzzing not installed") from exc
+    options = run.FuzzOptions(max_examples=body.max_examples, seconds=body.seconds, seed=body.seed,
+                              near_valid=body.near_valid, timeout=body.timeout)  # fmt: skip
+    try:
+        report = await run.run_fuzz(contract, body.against, options)
+    except run.TargetUnreachable as exc:
         raise AdminError(502, str(exc), kind=Verdict.UPSTREAM_ERROR.value, title="Fuzz target unreachable") from exc
     except ValueError as exc:
         raise AdminError(400, str(exc), kind="nothing-to-fuzz", title="Contract cannot be fuzzed") from exc
@@ -68,6 +73,6 @@ ENDPOINTS = (
         body=FuzzRequest,
         response=FuzzReport,
         params={"id": contract_meta_schema()["properties"]["id"]},
-        errors=frozenset({502}),
+        errors=frozenset({501, 502}),
     ),
 )

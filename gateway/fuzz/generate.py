@@ -82,7 +82,7 @@ class _CompatUtils:
 
 
 if not hasattr(conjecture_utils.many, "more"):
-    _from_schema.cu = _CompatUtils  # type: ignore[attr-defined]
+    _from_schema.cu = _CompatUtils  # type: ignore[attr-defined,assignment]
 
 
 def encodable(value: Any) -> bool:

@@ -107,7 +107,11 @@ def render_text(report: FuzzReport) -> str:
         for number, case in enumerate(report.warnings, start=1):
             lines += ["", *_case_lines(number, case)]
     if report.clean:
-        refused = "" if report.near_valid == "off" else f"; {report.near_valid_sent - len(report.warnings)} near-valid refused"
+        refused = (
+            ""
+            if report.near_valid == "off"
+            else f"; {report.near_valid_sent - len(report.warnings)} near-valid refused"
+        )
         lines.append(f"\nOK: every answer to a valid request met the contract{refused}")
     return "\n".join(lines) + "\n"
 
@@ -131,4 +135,5 @@ def junit_xml(report: FuzzReport) -> bytes:
         if count and kind not in failing:
             ET.SubElement(suite, "testcase", classname=report.contract, name=f"{kind}: {count} requests")
     suite.set("tests", str(len(suite)))
-    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    written: bytes = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    return written

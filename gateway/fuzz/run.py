@@ -186,9 +186,7 @@ def _member_minimal(seed: int) -> Callable[[Any], Any]:
     return simplest
 
 
-async def run_fuzz(
-    contract: CompiledContract, target: str, options: FuzzOptions
-) -> FuzzReport:
+async def run_fuzz(contract: CompiledContract, target: str, options: FuzzOptions) -> FuzzReport:
     """Fuzz the agent at ``target`` (the operation's path is appended) against ``contract``. Raises
     ``ValueError`` when the contract has nothing to fuzz or its request schema cannot be generated from, and
     :class:`TargetUnreachable` when the first request finds nobody listening."""
@@ -220,7 +218,6 @@ async def run_fuzz(
         near_valid_sent=campaign.counts["near-valid"], budget_exhausted=campaign.exhausted,
         elapsed_seconds=round(time.monotonic() - started, 3), failures=campaign.failures, warnings=campaign.warnings,
     )  # fmt: skip
-
 
 
 def compile_document(document: dict[str, Any], version: int = 0) -> CompiledContract:

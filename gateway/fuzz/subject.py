@@ -68,8 +68,10 @@ class Subject:
 
     def accepts(self, value: Any) -> bool:
         """Whether the gateway would find ``value`` (a body, or JSON-RPC params) valid."""
-        if self.rpc is not None and self.rpc.tool is not None and (
-            not isinstance(value, dict) or value.get("name") != self.rpc.tool
+        if (
+            self.rpc is not None
+            and self.rpc.tool is not None
+            and (not isinstance(value, dict) or value.get("name") != self.rpc.tool)
         ):
             return False
         return self._checker is None or self._checker.check(value, 0)[1] == 0
@@ -169,6 +171,10 @@ def _rpc_message(answer: Answer) -> tuple[dict[str, Any], Verdict]:
             return {}, verdict
         documents = parsed if isinstance(parsed, list) else [parsed]
     for document in documents:
-        if isinstance(document, dict) and document.get("id") == CALL_ID and ("result" in document or "error" in document):
+        if (
+            isinstance(document, dict)
+            and document.get("id") == CALL_ID
+            and ("result" in document or "error" in document)
+        ):
             return document, NO_VIOLATIONS
     return {}, ((Violation("", "required", f"no JSON-RPC response with id {CALL_ID} in the answer"),), 1)
