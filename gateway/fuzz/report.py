@@ -7,6 +7,7 @@ violation with its JSON pointer, worded as the gateway's problem documents word 
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from typing import Any, Literal
 
@@ -69,7 +70,8 @@ class FuzzReport(_Model):
 
 
 def _shown(value: Any) -> str:
-    text = orjson.dumps(value).decode()  # a text answer too: quoted, so it stays on one line
+    text = "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in orjson.dumps(value).decode())
+    # a text answer is quoted too, so it stays on one line; invisible characters (a shrunk "\u0080") are escaped
     return text if len(text) <= BODY_SHOWN else f"{text[:BODY_SHOWN]}… ({len(text)} characters)"
 
 
@@ -92,9 +94,11 @@ def _case_lines(number: int, case: FuzzCase) -> list[str]:
 def render_text(report: FuzzReport) -> str:
     """The report a person reads in a terminal or a CI log."""
     lines = [
-        f"contracts fuzz {report.contract} (version {report.version}) against {report.target}, seed {report.seed}",
+        f"contracts fuzz {report.contract} ({f'version {report.version}' if report.version else 'from a file'}) "
+        f"against {report.target}, seed {report.seed}",
         f"sent {report.sent} requests in {report.elapsed_seconds:.1f} s: {report.generated} generated "
-        f"(max {report.max_examples}), {report.boundary} boundary, {report.near_valid_sent} near-valid",
+        f"({report.max_examples} examples per search, plus shrinking), {report.boundary} boundary, "
+        f"{report.near_valid_sent} near-valid",
     ]
     if report.budget_exhausted:
         lines.append(f"stopped by the time budget ({report.seconds:g} s): the search is incomplete")

@@ -202,7 +202,7 @@ async def run_fuzz(contract: CompiledContract, target: str, options: FuzzOptions
             found = await asyncio.to_thread(campaign.search, strategy)
             if found is None or campaign.out_of_time():
                 break
-            await campaign.valid("generated", "generated, then shrunk by hypothesis", found)
+            await campaign.valid("generated", "shrunk by hypothesis", found)
         edges = await asyncio.to_thread(
             boundary_cases, subject.schema, base, _member_minimal(options.seed), subject.accepts
         )
