@@ -6,6 +6,7 @@ agents are ``FaultyAgent`` servers on loopback: exactly what a user's pipeline t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -171,3 +172,20 @@ async def test_a_stale_artifact_passes_and_the_handoff_consuming_it_is_409(agent
     assert critic.calls == 0
     timeline = await gw.run("stale-run")
     assert [h["verdict"] for h in timeline["handoffs"]] == ["valid", "valid", "stale_context"]
+
+
+async def test_with_an_escalate_policy_a_broken_answer_goes_to_the_dead_letter_queue(
+    agent_gateway: Start, faulty_agent: Callable[..., Awaitable[FaultyAgent]]
+) -> None:
+    writer = await faulty_agent(answer=DRAFT, schedule=[Fault.missing("/draft/title")])
+    escalate = {
+        "id": "writer-escalate",
+        "attach": {"route": "writer"},
+        "failure_modes": {"response_invalid": "escalate"},
+        "escalation": {"respond_status": 202},
+    }
+    gw = await agent_gateway({"writer": writer}, contracts=[WRITER], policies=[escalate])
+    reply = await gw.post("writer", "/draft", json=PLAN, headers={"X-Run-Id": "r-esc"})
+    assert reply.status == 202
+    (item,) = await gw.dlq()
+    assert (item["id"], item["reason"]) == (reply.json["escalation_id"], Verdict.RESPONSE_INVALID)
