@@ -21,6 +21,7 @@ from aiohttp import web
 from kubernetes_validate.utils import latest_version
 
 from gateway.config import load_config
+from tests.conftest import gateway_config, replying
 
 K8S = Path(__file__).resolve().parent.parent / "k8s"
 VARIANTS = ("base", *sorted(f"overlays/{p.name}" for p in (K8S / "overlays").iterdir() if p.is_dir()))
@@ -152,8 +153,6 @@ def test_the_grace_period_covers_the_pre_stop_pause_and_the_drain(variant: str) 
 
 
 async def test_the_gateway_runners_keep_the_drain_the_manifests_assume(make_gateway: Any) -> None:
-    from tests.conftest import gateway_config
-
     gateway = await make_gateway(gateway_config([], health={"host": "127.0.0.1", "port": 0}))
     drain = inspect.signature(web.BaseRunner.__init__).parameters["shutdown_timeout"].default
     runners = (gateway.data_runner, gateway.admin_runner, gateway.health_runner)
@@ -284,7 +283,7 @@ async def test_the_rendered_sidecar_enforces_the_configmap_contracts(
     objects = render("base")
     spec = pod_spec(objects)
     gateway_container = container(spec, GATEWAY)
-    agent = await make_upstream(None)
+    agent = await make_upstream(replying(b'{"result": "1. design"}'))
     volumes = {v["name"]: v for v in spec["volumes"]}
     contracts = kubelet_volume(one(objects, "ConfigMap", volumes["contracts"]["configMap"]["name"]), tmp_path / "c")
     environ = literal_env(gateway_container)
@@ -309,5 +308,5 @@ async def test_the_rendered_sidecar_enforces_the_configmap_contracts(
         problem = await answer.json(content_type=None)
         assert (answer.status, problem["contract"]) == (422, "planner.plan")
     async with http.post(f"{gateway.data_url}/plan", json={"goal": "ship", "steps": ["design"]}) as answer:
-        assert answer.status == 200
+        assert (answer.status, await answer.json()) == (200, {"result": "1. design"})
     assert [seen.path for seen in agent.seen] == ["/healthz", "/plan"]
