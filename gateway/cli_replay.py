@@ -9,6 +9,8 @@ What can be replayed is what the audit trail kept: request bodies only when the 
 ``audit.payloads: true`` (otherwise the command says so and exits 2), with the values at ``audit.redact``
 pointers replaced by ``"[redacted]"`` (those members are removed and listed: the request is sent without them),
 and no request headers at all (``--header NAME:VALUE`` adds the ones the agent needs, e.g. its credentials).
+Answers are asked for uncompressed (``Accept-Encoding: identity``), as the gateway asks, so what is judged is
+what the agent would have relayed.
 Handoffs the agent never saw (``request_invalid``, ``stale_context``, ``breaker_open``) and uncontracted ones are
 listed as skipped.
 """
@@ -31,6 +33,8 @@ from gateway.outcomes import Verdict
 
 NOT_CALLED = frozenset({Verdict.REQUEST_INVALID, Verdict.STALE_CONTEXT, Verdict.BREAKER_OPEN})
 """Verdicts of handoffs the agent never received: nothing to compare a new answer with."""
+SENT = ("Content-Type", RUN, STEP, "Accept-Encoding: identity")
+"""What every replayed request carries besides ``--header``: the audit trail keeps no request headers."""
 GOOD: Mapping[str, int] = {Verdict.VALID: 0, Verdict.UNCHECKED: 1}
 """How good a verdict is (lower is better); every failing verdict ranks below both."""
 
@@ -132,7 +136,7 @@ async def replay_one(
         return _skip(base, f"the agent never received it ({record['verdict']})")
     document, removed = without_redacted(record.get("request_payload"))
     data = None if document is None else orjson.dumps(document)
-    headers = {RUN: f"replay-{run_id}", STEP: record["step"], **target.headers}
+    headers = {RUN: f"replay-{run_id}", STEP: record["step"], "Accept-Encoding": "identity", **target.headers}
     if data is not None:
         headers.setdefault("Content-Type", "application/json")
     timeout = aiohttp.ClientTimeout(total=target.timeout)
@@ -182,8 +186,8 @@ def replayable(run_id: str, records: Sequence[Mapping[str, Any]], route: str | N
 def render(run_id: str, target: Target, outcomes: Sequence[Outcome]) -> str:
     """The report: one row per handoff, old → new verdict, then what was sent without, then the tally."""
     lines = [f"Replay of run {run_id} against {target.url}: {len(outcomes)} handoff(s)",
-             "  request headers are not recorded by the audit trail: sent with Content-Type"
-             + (f" and {', '.join(target.headers)}" if target.headers else " only (add more with --header)"),
+             f"  request headers are not recorded by the audit trail: sent with {', '.join(SENT)}"
+             + (f", {', '.join(target.headers)}" if target.headers else " only (add more with --header)"),
              f"  {'#':>3}  {'step':<24} {'old':<17} {'new':<17} {'change':<8} detail"]  # fmt: skip
     for o in outcomes:
         new, detail = (o.new or "-"), (o.skipped or o.detail)

@@ -79,7 +79,9 @@ async def test_a_fixed_agent_replays_better_and_exits_0(
     assert "Summary: 3 replayed, 0 worse, 1 better, 1 skipped" in out
     assert "#1 sent without redacted member(s): /api_key" in out
     assert [r.json for r in fixed.received] == [{"plan": ["outline", "write"]}] * 3  # the secret never resent
-    assert {r.headers["X-Run-Id"] for r in fixed.received} == {"replay-prod-1"}
+    assert {(r.headers["X-Run-Id"], r.headers["Accept-Encoding"]) for r in fixed.received} == {
+        ("replay-prod-1", "identity")  # judged as the gateway would read it: uncompressed
+    }
 
 
 async def test_a_regressed_agent_is_reported_worse_and_exits_1(agent_gateway: GatewayFactory) -> None:
