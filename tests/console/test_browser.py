@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
@@ -19,7 +20,8 @@ from tests.console.live import ESCALATED_RUN, LiveGateway
 
 
 def wait(browser: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
-    return WebDriverWait(browser, PATIENCE)
+    """Live updates redraw parts of the page: an element found a moment ago may be replaced, so look again."""
+    return WebDriverWait(browser, PATIENCE, ignored_exceptions=[StaleElementReferenceException])
 
 
 def find(browser: webdriver.Chrome, css: str) -> WebElement:
@@ -54,12 +56,22 @@ def test_a_broken_run_shows_its_entry_point_and_violations(browser: webdriver.Ch
     ]
     highlighted = detail.find_elements(By.CSS_SELECTOR, ".payload.response .hit")
     assert {node.get_attribute("data-pointer") for node in highlighted} == {"/steps/0", "/steps/1"}
-    assert detail.find_element(By.CSS_SELECTOR, "a.trace").get_attribute("href").startswith("http://traces.example/")
+    assert (detail.find_element(By.CSS_SELECTOR, "a.trace").get_attribute("href") or "").startswith(
+        "http://traces.example/"
+    )
 
     browser.find_element(By.CSS_SELECTOR, "a[data-run-id='demo-6']").click()
     consumed = find(browser, "svg.sequence g.arrow.downstream")
     assert consumed.get_attribute("data-verdict") == "request_invalid"
     assert find(browser, "svg.sequence g.arrow.entry").get_attribute("data-verdict") == "response_invalid"
+
+
+def _arrows(browser: webdriver.Chrome) -> list[dict[str, str]]:
+    """The diagram's arrows, read in one go (a redraw between two reads cannot mix two diagrams)."""
+    script = """return [...document.querySelectorAll('svg.sequence g.arrow')]
+                  .map(g => ({text: g.textContent, verdict: g.dataset.verdict}))"""
+    arrows: list[dict[str, str]] = browser.execute_script(script)
+    return arrows
 
 
 def _item_status(browser: webdriver.Chrome, item_id: str) -> str:
@@ -71,7 +83,7 @@ def test_resolving_a_dlq_item_resumes_the_run_live(browser: webdriver.Chrome, li
     sign_in(browser, live, hash_="#/health")
     find(browser, f"button[data-item-id='{item}']").click()
     editor = find(browser, "textarea.answer")
-    assert json.loads(editor.get_attribute("value"))["score"] == 17  # pre-filled with the agent's answer
+    assert json.loads(editor.get_attribute("value") or "")["score"] == 17  # pre-filled with the agent's answer
 
     find(browser, "button.do-resolve").click()  # still invalid: refused in the page, nothing sent
     wait(browser).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".outcome"), "nothing was sent"))
@@ -81,15 +93,16 @@ def test_resolving_a_dlq_item_resumes_the_run_live(browser: webdriver.Chrome, li
     editor.send_keys(json.dumps({"verdict": "approve", "score": 0.85, "comments": ["rescaled"]}))
     find(browser, "button.do-resolve").click()
     wait(browser).until(lambda b: _item_status(b, item) == "resolved")
-    assert "Outcome: resolved" in find(browser, f"section.dlq-item[data-item-id='{item}']").text
+    outcome = (By.CSS_SELECTOR, f"section.dlq-item[data-item-id='{item}'] .resolution")
+    wait(browser).until(ec.text_to_be_present_in_element(outcome, "Outcome: resolved"))
+    assert "0.85" in find(browser, f"section.dlq-item[data-item-id='{item}'] .resolution pre").text
 
     browser.get(f"{live.admin_url}/console/#/runs/{ESCALATED_RUN}")
-    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "svg.sequence g.arrow")) == 4)
+    wait(browser).until(lambda b: len(_arrows(b)) == 4)
     browser.execute_script("window.notReloaded = true")
     assert live.resume() == (200, "checkpoint hit")
-    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "svg.sequence g.arrow")) == 5)
-    last = browser.find_elements(By.CSS_SELECTOR, "svg.sequence g.arrow")[-1]
-    assert "checkpoint hit" in last.text
-    assert last.get_attribute("data-verdict") == "valid"
+    resumed = wait(browser).until(lambda b: _arrows(b)[4:])  # the fifth arrow: drawn without a reload
+    assert "checkpoint hit" in resumed[0]["text"]
+    assert resumed[0]["verdict"] == "valid"
     assert "checkpoint hit" in find(browser, "#live-list li").text
     assert browser.execute_script("return window.notReloaded") is True

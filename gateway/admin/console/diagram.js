@@ -3,7 +3,7 @@
 
 import { slug, svg } from "./dom.js";
 
-const LANE = 180;
+const LANE = 150;
 const ROW = 46;
 const TOP = 56;
 const MARGIN = 110;

@@ -44,10 +44,11 @@ export function slug(text) {
   return String(text).replace(/[^A-Za-z0-9_-]/g, "_");
 }
 
-/** Seconds since the epoch as local time, to the millisecond. */
-export function clock(seconds) {
+/** Seconds since the epoch as local time, to the millisecond unless `coarse`. */
+export function clock(seconds, coarse = false) {
   const at = new Date(seconds * 1000);
-  return at.toLocaleTimeString([], { hour12: false }) + "." + String(at.getMilliseconds()).padStart(3, "0");
+  const time = at.toLocaleTimeString([], { hour12: false });
+  return coarse ? time : time + "." + String(at.getMilliseconds()).padStart(3, "0");
 }
 
 /** A small table: `columns` are header labels, `rows` arrays of cells (text or nodes), `attrs` per row. */

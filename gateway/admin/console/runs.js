@@ -12,7 +12,7 @@ function runRows(runs) {
     h("a", { href: `#/runs/${encodeURIComponent(run.run_id)}`, "data-run-id": run.run_id }, run.run_id),
     h("span", { class: run.failures ? "status failed" : "status ok" }, run.failures ? `${run.failures} failed` : "ok"),
     String(run.handoffs),
-    clock(run.last_at),
+    clock(run.last_at, true),
   ]);
 }
 
@@ -30,7 +30,7 @@ function traceLink(traceId, settings) {
 function facts(record, settings) {
   const rows = [
     ["handoff", `${record.source} → ${record.target}`],
-    ["operation", `${record.method} ${record.path} (step ${record.step})`],
+    ["operation", `${record.method} ${record.path}` + (record.step === `${record.method} ${record.path}` ? "" : ` (step ${record.step})`)],
     ["status · verdict", `${record.status} · ${record.verdict}`],
     ["failure", record.category ? `${record.category}: ${record.failure_mode}` : "—"],
     ["contract", record.contract ? `${record.contract} v${record.contract_version}` : "none"],
@@ -82,16 +82,19 @@ function drawRun(ctx) {
   const chosen = timeline.handoffs.find((r) => r.id === state.selected);
   show(
     state.detail,
-    h("h2", {}, `Run ${timeline.run_id}`, h("span", { class: `count v-${slug(timeline.entry_point?.verdict || "valid")}` }, ` ${timeline.handoffs.length} handoff(s)`)),
+    h("h2", {}, `Run ${timeline.run_id}`, h("span", { class: `count v-${slug(timeline.entry_point?.verdict || "valid")}` }, ` · ${timeline.handoffs.length} handoff(s)`)),
     entrySummary(timeline),
     h("div", { class: "diagram" }, sequenceDiagram(timeline, state.selected, select)),
     chosen ? handoffDetail(chosen, ctx.settings) : h("p", { class: "muted" }, "Choose an arrow to see its payloads, violations and timings."),
   );
 }
 
+/** Read and draw the run; a selection that is not in it gives way to the entry point (if any). */
 async function loadRun(runId, ctx) {
-  state.timeline = await api(`/runs/${encodeURIComponent(runId)}`);
+  const timeline = await api(`/runs/${encodeURIComponent(runId)}`);
   if (state.runId !== runId) return;
+  state.timeline = timeline;
+  if (!timeline.handoffs.some((r) => r.id === state.selected)) state.selected = timeline.entry_point?.id ?? null;
   drawRun(ctx);
 }
 
@@ -104,12 +107,7 @@ export async function render(view, params, ctx) {
   show(view, h("div", { class: "runs" }, state.list, state.detail));
   await drawList();
   if (state.runId) {
-    const entry = () => state.timeline?.entry_point?.id;
     await loadRun(state.runId, ctx);
-    if (!state.selected || !state.timeline.handoffs.some((r) => r.id === state.selected)) {
-      state.selected = entry() ?? null;
-      drawRun(ctx);
-    }
   } else {
     show(state.detail, h("p", { class: "muted" }, "Choose a run."));
   }
