@@ -167,7 +167,7 @@ def throughput(db: Path, upstream: str, last: int, seconds: float, workdir: Path
         base = f"http://127.0.0.1:{port}/agent"
         paths = {"first": "/items0/x", "last": f"/items{last}/x", "none": "/unbound/x"}
         rates = dict.fromkeys(paths, 0.0)
-        for name, path in paths.items():
+        for path in paths.values():
             wrk(base + path, BODY, 1, 16, workdir)  # warm-up
         for _ in range(ROUNDS):  # interleaved, best of: a shared machine's noise lands on all three alike
             for name, path in paths.items():

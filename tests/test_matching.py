@@ -51,7 +51,9 @@ def _specificity(template: str) -> tuple[int, int]:
 
 
 def oracle_find(contracts: Sequence[CompiledContract], route: str, method: str, path: str) -> CompiledContract | None:
-    entries = [c for c in contracts if c.spec.rpc is None and (c.spec.route, c.spec.operation.method) == (route, method)]
+    entries = [
+        c for c in contracts if c.spec.rpc is None and (c.spec.route, c.spec.operation.method) == (route, method)
+    ]
     for c in sorted(entries, key=lambda c: _specificity(c.spec.operation.path)):
         if _pattern(c.spec.operation.path).match(path or "/"):
             return c
@@ -93,7 +95,9 @@ operations = st.tuples(st.sampled_from(ROUTES), st.sampled_from(METHODS), templa
 path_parts = st.sampled_from((*LITERALS, "1", "", "x\n", "\n"))
 paths = st.one_of(
     st.builds(
-        lambda segs, slash: "/" + "/".join(segs) + ("/" if slash else ""), st.lists(path_parts, max_size=4), st.booleans()
+        lambda segs, slash: "/" + "/".join(segs) + ("/" if slash else ""),
+        st.lists(path_parts, max_size=4),
+        st.booleans(),
     ),
     st.sampled_from(("", "/", "//", "a", "/\n", "/a/\n")),
 )
@@ -104,7 +108,9 @@ def table_of(operations: Iterable[tuple[str, str, str, Any]]) -> list[CompiledCo
     return [compiled(f"c{i}", *op) for i, op in enumerate(operations)]
 
 
-def assert_agrees(table: ContractTable, contracts: Sequence[CompiledContract], query: tuple[str, str, str, Any]) -> None:
+def assert_agrees(
+    table: ContractTable, contracts: Sequence[CompiledContract], query: tuple[str, str, str, Any]
+) -> None:
     route, method, path, (rpc, tool) = query
     assert table.find(route, method, path) is oracle_find(contracts, route, method, path), path
     assert table.binds_rpc(route, method, path) is oracle_binds_rpc(contracts, route, method, path), path
@@ -124,7 +130,12 @@ def test_the_index_answers_as_the_linear_scan_did(ops: list[Any], asked: list[An
 def _conflict_free(contracts: Iterable[CompiledContract]) -> bool:
     """No two contracts on one (route, method, path, RPC method and tool): the registry refuses those."""
     keys = [
-        (c.spec.route, c.spec.operation.method, c.spec.operation.path, c.spec.rpc and (c.spec.rpc.method, c.spec.rpc.tool))
+        (
+            c.spec.route,
+            c.spec.operation.method,
+            c.spec.operation.path,
+            c.spec.rpc and (c.spec.rpc.method, c.spec.rpc.tool),
+        )
         for c in contracts
         if c.spec.rpc is not None
     ]
@@ -194,13 +205,16 @@ def test_many_tools_on_one_path_each_find_their_own_contract() -> None:
     assert table.find_rpc("r1", "POST", "/mcp", "tools/call", "t299") is contracts[299]
     assert table.find_rpc("r1", "POST", "/mcp/", "tools/call", "t0") is contracts[0]
     assert table.find_rpc("r1", "POST", "/mcp", "tools/call", "t7") is None
-    assert table.binds_rpc("r1", "POST", "/mcp") and not table.binds_rpc("r1", "POST", "/mcp/x")
+    assert table.binds_rpc("r1", "POST", "/mcp")
+    assert not table.binds_rpc("r1", "POST", "/mcp/x")
 
 
 def test_path_segments_are_what_a_template_must_match() -> None:
     assert path_segments("") == path_segments("/") == path_segments("//") == []
     assert path_segments("/a/b/") == ["a", "b"]
-    assert path_segments("/a//b") is None and path_segments("a") is None and path_segments("///") is None
+    assert path_segments("/a//b") is None
+    assert path_segments("a") is None
+    assert path_segments("///") is None
 
 
 def test_a_compiled_contract_is_matched_like_any_other() -> None:
