@@ -114,6 +114,9 @@ class LiveGateway:
         record, _ = await demo.step(session, ESCALATED_RUN, 4, "writer", "critic", self._parts.draft, fault="bad-score")
         return record.status, record.detail
 
+    async def active_version(self, contract_id: str) -> int:
+        return int((await self._parts.admin.request("GET", f"/contracts/{contract_id}"))["version"])
+
     def resume(self) -> tuple[int, str]:
         """The pipeline re-sends the escalated step, as the demo's re-run does: ``(status, report detail)``."""
         return self.run(self._resume())

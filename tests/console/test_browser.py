@@ -106,3 +106,23 @@ def test_resolving_a_dlq_item_resumes_the_run_live(browser: webdriver.Chrome, li
     assert resumed[0]["verdict"] == "valid"
     assert "checkpoint hit" in find(browser, "#live-list li").text
     assert browser.execute_script("return window.notReloaded") is True
+
+
+def test_a_contract_diff_dry_run_and_roll_back(browser: webdriver.Chrome, live: LiveGateway) -> None:
+    sign_in(browser, live, hash_="#/contracts/writer.draft")
+    changed = find(browser, ".diff-panel pre.diff").text.splitlines()
+    assert '+   "mode": "shadow"' in changed  # what v2 added (the rest: a comma on the line before)
+    assert changed[0].strip() == "…"  # the long unchanged start is elided
+
+    editor = find(browser, ".try textarea")
+    editor.clear()
+    editor.send_keys(json.dumps({"topic": "t", "steps": "not a list"}))
+    browser.find_element(By.CSS_SELECTOR, ".try button").click()
+    verdict = find(browser, ".validate-out p")
+    assert verdict.get_attribute("data-valid") == "false"
+    assert find(browser, ".validate-out .hit").get_attribute("data-pointer") == "/steps"
+
+    find(browser, "button[data-activate='2']").click()  # v2 is the shadow-mode version the demo rolled back from
+    find(browser, "button[data-activate='1']").click()  # and back again: "Roll back to v1"
+    wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "button[data-activate='2']"))
+    assert live.run(live.active_version("writer.draft")) == 1

@@ -28,24 +28,36 @@ export function lineDiff(before, after) {
     if (i < a.length && j < b.length && a[i] === b[j]) {
       out.push({ op: " ", line: a[i++] });
       j++;
-    } else if (j < b.length && (i === a.length || lcs[i * width + j + 1] >= lcs[(i + 1) * width + j])) {
-      out.push({ op: "+", line: b[j++] });
-    } else {
+    } else if (i < a.length && (j === b.length || lcs[(i + 1) * width + j] >= lcs[i * width + j + 1])) {
       out.push({ op: "-", line: a[i++] });
+    } else {
+      out.push({ op: "+", line: b[j++] });
     }
   }
   return out;
 }
 
-/** The diff as a <pre>: removed lines marked `-`, added `+`. */
+const CONTEXT = 3; // unchanged lines shown around each change
+
+/** The lines worth showing: every change and CONTEXT lines either side; a gap becomes one `…` line. */
+function hunks(diff) {
+  const keep = diff.map(() => false);
+  diff.forEach((d, i) => {
+    if (d.op === " ") return;
+    for (let j = Math.max(0, i - CONTEXT); j <= Math.min(diff.length - 1, i + CONTEXT); j++) keep[j] = true;
+  });
+  return diff.flatMap((d, i) => (keep[i] ? [d] : i === 0 || keep[i - 1] ? [{ op: "…", line: "" }] : []));
+}
+
+/** The diff as a <pre>: removed lines marked `-`, added `+`, unchanged stretches elided. */
 export function diffView(before, after) {
   const diff = lineDiff(before, after);
   if (diff === null) return h("p", { class: "muted" }, "too large to compare here");
   if (diff.every((d) => d.op === " ")) return h("p", { class: "muted" }, "identical");
-  const cls = { " ": "same", "-": "del", "+": "ins" };
+  const cls = { " ": "same", "-": "del", "+": "ins", "…": "gap" };
   return h(
     "pre",
     { class: "diff" },
-    diff.map((d) => h("span", { class: cls[d.op] }, `${d.op} ${d.line}\n`)),
+    hunks(diff).map((d) => h("span", { class: cls[d.op] }, `${d.op} ${d.line}\n`)),
   );
 }

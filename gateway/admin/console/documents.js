@@ -69,7 +69,7 @@ function tryPayload(id, versions) {
     try {
       const result = await api(`/contracts/${encodeURIComponent(id)}/validate`, { method: "POST", body });
       const verdict = !result.checked ? "no schema covers this status: unchecked" : result.valid ? "valid" : `${result.violation_count} violation(s)`;
-      show(out, h("p", { class: result.valid ? "ok" : "error", "data-valid": result.valid }, verdict), violationList(result.violations), payloadView(parsed.value, result.violations));
+      show(out, h("p", { class: result.valid ? "ok" : "error", "data-valid": String(result.valid) }, verdict), violationList(result.violations), payloadView(parsed.value, result.violations));
     } catch (error) {
       show(out, h("p", { class: "error" }, error.message));
     }

@@ -42,7 +42,10 @@ function liveItem(record) {
 }
 
 function onEvent(name, data) {
-  if (name === "ready") $("live-status").textContent = "● live";
+  if (name === "ready") {
+    $("live-status").textContent = "● live";
+    $("live-status").classList.add("on");
+  }
   if (name === "handoff") {
     const list = $("live-list");
     list.prepend(liveItem(data));
@@ -64,6 +67,7 @@ async function live(controller) {
       if (error instanceof ApiError && error.status === 401) return notify(error);
     }
     $("live-status").textContent = "○ reconnecting";
+    $("live-status").classList.remove("on");
     await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
   }
 }
@@ -85,6 +89,7 @@ function signOut(message = "") {
   $("login").hidden = false;
   $("login-error").textContent = message;
   $("live-status").textContent = "○ offline";
+  $("live-status").classList.remove("on");
 }
 
 async function submit(event) {
