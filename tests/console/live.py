@@ -3,8 +3,9 @@ and a headless Debian Chromium driven by selenium.
 
 The gateway holds what the console must show: a broken run (``demo-2``: the planner drops a required field), a
 run whose invalid draft travelled on under a shadow-mode contract (``demo-6``: an entry point and the handoff
-that consumed it), and a pending DLQ item (``demo-esc``: the critic scores on the wrong scale and the critic's
-policy escalates) whose pipeline can be resumed with :meth:`LiveGateway.resume`.
+that consumed it), a run whose agent name and payload hold markup (``markup``), and a pending DLQ item
+(``demo-esc``: the critic scores on the wrong scale and the critic's policy escalates) whose pipeline can be
+resumed with :meth:`LiveGateway.resume`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ HEADLESS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-us
             "--window-size=1500,1000")  # fmt: skip
 TRACE_URL = "http://traces.example/trace/{trace_id}"
 ESCALATED_RUN = "demo-esc"
+MARKUP_RUN = "markup"
+MARKUP = "<img src=x onerror=window.pwned=1>"
+"""Attacker-controlled text in an agent name and a payload: the console must show it, never run it."""
 T = TypeVar("T")
 
 
@@ -95,6 +99,7 @@ class LiveGateway:
         demo = Demo(gateway.data_url, {name: path for name, (path, _) in AGENTS.items()}, hits, io.StringIO())
         await pipeline_run(demo, session, 2, SCENARIOS[1])
         await shadow_run(admin, demo, session, 6)
+        await demo.handoff(session, MARKUP_RUN, 1, MARKUP, "researcher", {"topic": MARKUP})
         return _Parts(gateway, admin, session, demo, stop_agents)
 
     async def _escalate(self) -> str:

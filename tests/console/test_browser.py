@@ -16,7 +16,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import PATIENCE, TOKEN
-from tests.console.live import ESCALATED_RUN, LiveGateway
+from tests.console.live import ESCALATED_RUN, MARKUP, MARKUP_RUN, LiveGateway
 
 
 def wait(browser: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
@@ -126,3 +126,13 @@ def test_a_contract_diff_dry_run_and_roll_back(browser: webdriver.Chrome, live: 
     find(browser, "button[data-activate='1']").click()  # and back again: "Roll back to v1"
     wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "button[data-activate='2']"))
     assert live.run(live.active_version("writer.draft")) == 1
+
+
+def test_markup_in_names_and_payloads_is_shown_as_text(browser: webdriver.Chrome, live: LiveGateway) -> None:
+    sign_in(browser, live, hash_=f"#/runs/{MARKUP_RUN}")
+    find(browser, "svg.sequence g.arrow").click()
+    request = find(browser, ".payload.request pre")
+    assert MARKUP in request.text
+    assert MARKUP in find(browser, "svg.sequence .lane-name").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#view img")
+    assert browser.execute_script("return window.pwned === undefined") is True
