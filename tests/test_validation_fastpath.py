@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema_rs
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.contracts.registry import SchemaResources
@@ -39,13 +39,41 @@ NUMBERS = st.one_of(
 TRICKY_STRINGS = st.sampled_from(
     ["a@b.c", "a@[127.0.0.1]", "2020-02-29", "2020-02-30", "1.2.3.04", "http://x/ y", "\u0663", "é", "a\n", "😀"]
 )  # formats the two engines' checkers may read differently; Unicode digits, letters and line ends for patterns
-SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=6), TRICKY_STRINGS)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    NUMBERS,
+    st.text(max_size=6),
+    TRICKY_STRINGS,
+    st.text("aZ0-_ .\n\r\u2028\ufeff\u00a0٣é😀", max_size=4),
+)
 DOCUMENTS = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from("abcd"), inner, max_size=4),
     max_leaves=12,
 )
 KEYS = st.sampled_from("abcd")
+PLAIN_PATTERN_PARTS = [
+    "a",
+    "Z",
+    "0",
+    "-",
+    " ",
+    "\\.",
+    "[a-z]",
+    "[A-Z0-9_-]",
+    "(",
+    "(?:",
+    ")",
+    "|",
+    "^",
+    "$",
+    "+",
+    "*",
+    "?",
+]
+PATTERN_PARTS = [*PLAIN_PATTERN_PARTS, "{1,2}", "\\d", "\\w", "\\s", "\\b", "\\B", ".", "[^a]", "(?=a)", "\\p{L}"]
+"""Plain ASCII syntax (the fast path takes it) and the escapes, classes and assertions the engines read apart."""
 TYPES = st.sampled_from(["null", "boolean", "integer", "number", "string", "array", "object"])
 BOUNDS = st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"])
 COUNTS = st.sampled_from(["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"])
@@ -59,7 +87,7 @@ LEAF_SCHEMAS = st.one_of(
     st.builds(lambda v: {"uniqueItems": v}, st.booleans()),
     st.builds(lambda v: {"required": v}, st.lists(KEYS, unique=True, max_size=3)),
     st.builds(lambda f: {"format": f}, st.sampled_from(["email", "date", "uri", "ipv4", "uuid"])),
-    st.builds(lambda p: {"pattern": p}, st.sampled_from(["^a", "^\\d$", "\\w+$", "^.$"])),
+    st.builds(lambda p: {"pattern": p}, st.lists(st.sampled_from(PATTERN_PARTS), min_size=1, max_size=5).map("".join)),
     st.booleans(),
 )  # fmt: skip
 
@@ -86,7 +114,11 @@ SCHEMAS = st.recursive(LEAF_SCHEMAS, _composite, max_leaves=6)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=SCHEMAS, documents=st.lists(DOCUMENTS, min_size=1, max_size=4))
 def test_the_fast_path_verdict_is_the_authoritys(schema: Any, documents: list[Any]) -> None:
-    compiled = CompiledSchema(schema)
+    try:
+        compiled = CompiledSchema(schema)
+    except (ValueError, jsonschema_rs.ValidationError):
+        assume(False)  # a pattern jsonschema-rs does not compile: such a contract is refused at registration
+        return
     for document in documents:
         body = orjson.dumps(document) if _fits(document) else json.dumps(document).encode()
         verdict = authority(schema, body)
@@ -105,6 +137,27 @@ def _fits(document: Any) -> bool:
     if isinstance(document, dict):
         return all(_fits(item) for item in document.values())
     return True
+
+
+PATTERN_TEXT = st.text("aZ0é٣_- .\n\r\u2028\ufeff\u00a0😀", max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@example(parts=["\\b", "a"], texts=["0éa٣"])  # found by a wider probe: accepted on bytes, refused by the authority
+@example(parts=["\\B"], texts=["٣"])
+@example(parts=["\\s", "(?=a)"], texts=[" \ufeffa"])
+@given(parts=st.lists(st.sampled_from(PATTERN_PARTS), min_size=1, max_size=4), texts=st.lists(PATTERN_TEXT, max_size=8))
+def test_patterns_on_the_fast_path_match_as_the_authoritys(parts: list[str], texts: list[str]) -> None:
+    """Regular expressions are where the engines differ most (Unicode classes, word boundaries, ``.``)."""
+    schema = {"type": "string", "pattern": "".join(parts)}
+    try:
+        compiled = CompiledSchema(schema)
+    except (ValueError, jsonschema_rs.ValidationError):
+        assume(False)
+        return
+    for text in texts:
+        body = orjson.dumps(text)
+        assert not compiled.accepts(body) or authority(schema, body), (schema, text)
 
 
 # -- JSON corner cases --------------------------------------------------------------------------------------
@@ -146,8 +199,10 @@ def test_json_corner_cases_keep_todays_verdict(body: bytes) -> None:
     "schema",
     [
         {"type": "string", "format": "email"},
-        {"type": "string", "pattern": "^a"},
-        {"patternProperties": {"^x": {"type": "integer"}}},
+        {"type": "string", "pattern": "^.$"},
+        {"type": "string", "pattern": "\\bword"},
+        {"type": "string", "pattern": "(?=a)"},
+        {"patternProperties": {"^x\\w": {"type": "integer"}}},
         {"unevaluatedProperties": False},
         {"maximum": 2**64},
         {"enum": [2**60]},
@@ -203,3 +258,21 @@ def test_a_bound_beyond_doubles_keeps_the_authoritys_verdict() -> None:
     body = b"18446744073709551617"
     assert authority({"maximum": 2**64}, body) is False
     assert check_payload(compiled, body, JSON, None, 10, keep=False)[1][1] == 1
+
+
+def test_an_ecma_pattern_pythons_re_cannot_read_still_lists_its_violation() -> None:
+    """``\\p{L}`` compiles in jsonschema-rs but not in Python's re (the reference engine's listing): the native
+    engine lists the violation instead of the check raising (which would have been a 500)."""
+    compiled = CompiledSchema({"type": "string", "pattern": "\\p{L}"})
+    assert not compiled.has_fast_path
+    assert compiled.check("é", 5) == NO_VIOLATIONS
+    violations, total = compiled.check("0", 5)
+    assert total == 1
+    assert violations[0].keyword == "pattern"
+
+
+def test_plain_ascii_patterns_take_the_fast_path() -> None:
+    compiled = CompiledSchema({"patternProperties": {"^x-[a-z]+$": {"type": "string", "pattern": "^[A-Z]{3}$"}}})
+    assert compiled.has_fast_path
+    assert compiled.accepts(b'{"x-cur":"EUR","other":1}')
+    assert not compiled.accepts(b'{"x-cur":"EURO"}')

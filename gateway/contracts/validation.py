@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import re
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,8 +87,9 @@ class CompiledSchema:
             return NO_VIOLATIONS
         try:
             first = list(itertools.islice(self._reference.iter_errors(instance), limit + 1))
-        except (RecursionError, referencing.exceptions.Unresolvable):
-            first = []  # deep nesting under a recursive schema, or no shared schemas given: the native engine copes
+        except (RecursionError, referencing.exceptions.Unresolvable, re.error):
+            first = []  # deep nesting under a recursive schema, no shared schemas given, or an ECMA 262 pattern
+            # Python's re cannot read (``\p{L}``): the native engine copes
         if len(first) > limit:
             return tuple(_reference_violation(e) for e in first[:limit]), limit + 1
         errors = list(self._validator.iter_errors(instance))  # at most ``limit`` by the search above: cheap
