@@ -1,5 +1,8 @@
-"""The ``agent-gateway`` command: ``serve``, ``demo``, and ``contracts``/``policies``/``routes``/``runs`` against
-the admin API.
+"""The ``agent-gateway`` command: ``serve``, ``demo``, and, against a running gateway's admin API, ``contracts``,
+``policies``, ``routes``, ``runs``, ``dlq``, ``breakers`` and ``stats``; ``completion`` prints a shell script.
+
+Every listing and record prints as a table for a person (coloured on a terminal unless NO_COLOR is set) and as the
+admin API's JSON with ``--json``.
 
 Failures are one line on stderr, never a traceback. Exit status 2 is a usage error (bad settings, a bad admin URL,
 a missing or unreadable input file, a refusal from the admin API); 1 is a runtime failure (the gateway cannot
@@ -20,15 +23,18 @@ import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import aiohttp
+import yaml
 
 from gateway.admin.client import AdminAPIError, AdminUnavailable, AdminURLError
 from gateway.app import start_gateway
+from gateway.cli_completion import add_completion_command
+from gateway.cli_format import add_json_option, colour_wanted, details, paint, show, table, when
 from gateway.cli_fuzz import add_fuzz_command
 from gateway.cli_operations import add_operation_commands
-from gateway.cli_replay import add_replay_command
+from gateway.cli_runs import add_runs_commands
 from gateway.cli_support import (
     CommandError,
     admin_client,
@@ -43,7 +49,6 @@ from gateway.contracts.document import ContractDocumentError, load_document_text
 from gateway.errors import GatewayError
 from gateway.observability.logs import configure_logging
 from gateway.protocols.mcp_import import ImportFailed, contracts_from_tools, list_tools
-from gateway.report import render_timeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,6 +108,37 @@ def _read_document(path: Path) -> dict[str, Any]:
     return dict(json_ready(load_document_text(read_bytes(path), source=str(path)), path))
 
 
+def _registered(args: argparse.Namespace, answer: Any) -> None:
+    """What a push or an activation changed: one row per stored version."""
+    items = field(answer, "registered") if "registered" in answer else [answer]
+    show(args, answer, ("id", "version", "active"), [(i["id"], i["version"], i["active"]) for i in items])
+
+
+def _document(args: argparse.Namespace, stored: Any) -> None:
+    """One stored version: its identity, then the document itself as YAML (what a person wrote)."""
+    if args.json:
+        print_json(stored)
+        return
+    document = field(stored, "document")
+    summary = [(n, stored[n]) for n in ("id", "version", "active")] + [("created", when(stored["created_at"]))]
+    print(details(summary, colour_wanted()) + "\n\n" + yaml.safe_dump(document, sort_keys=False).rstrip())
+
+
+def _validated(args: argparse.Namespace, result: Any) -> int:
+    """A dry run's verdict; exit 0 when valid, 1 otherwise (so scripts can branch on it)."""
+    valid = field(result, "valid") is True
+    if args.json:
+        print_json(result)
+    else:
+        verdict = ("valid" if result["checked"] else "unchecked") if valid else "invalid"
+        print(f"{result['contract']} v{result['version']} {result['direction']}: "
+              f"{paint(verdict, 0, colour_wanted())}")  # fmt: skip
+        if result["violations"]:
+            rows = [(v["pointer"] or "/", v["keyword"], v["message"]) for v in result["violations"]]
+            print(table(("pointer", "keyword", "message"), rows, colour_wanted()))
+    return 0 if valid else 1
+
+
 async def _documents(args: argparse.Namespace) -> int:
     """``contracts`` and ``policies``: the same verbs on either collection (plus ``validate`` for contracts)."""
     base = f"/{args.collection}"
@@ -111,42 +147,37 @@ async def _documents(args: argparse.Namespace) -> int:
     async with admin_client(args) as admin:
         if args.action == "push":
             query = "" if args.activate else "?activate=false"
-            print_json(await admin.request("POST", base + query, body={args.collection: documents}))
+            _registered(args, await admin.request("POST", base + query, body={args.collection: documents}))
         elif args.action == "list":
-            print_json(await admin.request("GET", base))
+            answer = await admin.request("GET", base)
+            rows = [(d["id"], d["active_version"], d["latest_version"]) for d in field(answer, args.collection)]
+            show(args, answer, ("id", "active", "latest"), rows)
         elif args.action == "show":
             suffix = f"/versions/{args.version}" if args.version else ""
-            print_json(await admin.request("GET", f"{base}/{args.id}{suffix}"))
+            _document(args, await admin.request("GET", f"{base}/{args.id}{suffix}"))
         elif args.action == "activate":
-            print_json(await admin.request("POST", f"{base}/{args.id}/activate", body={"version": args.version}))
+            _registered(args, await admin.request("POST", f"{base}/{args.id}/activate", body={"version": args.version}))
         elif args.action == "validate":
-            body = {
-                "direction": args.direction,
-                "status": args.status,
-                "version": args.version,
-                "payload": payload,
-            }
-            result = await admin.request("POST", f"{base}/{args.id}/validate", body=body)
-            print_json(result)
-            return 0 if field(result, "valid") is True else 1
+            body = {"direction": args.direction, "status": args.status, "version": args.version, "payload": payload}
+            return _validated(args, await admin.request("POST", f"{base}/{args.id}/validate", body=body))
     return 0
 
 
 def _document_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], admin_url: argparse.ArgumentParser, collection: str
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], admin: argparse.ArgumentParser, collection: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     parser = sub.add_parser(collection, help=f"manage {collection} through the admin API")
-    actions = parser.add_subparsers(dest="action", required=True)
-    push = actions.add_parser("push", parents=[admin_url], help="register files as one atomic change")
-    push.add_argument("files", type=Path, nargs="+")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    push = actions.add_parser("push", parents=[admin], help="register files as one atomic change")
+    push.add_argument("files", type=Path, nargs="+", metavar="FILE", help="documents (JSON or YAML)")
     push.add_argument("--no-activate", dest="activate", action="store_false", help="store without activating")
-    actions.add_parser("list", parents=[admin_url])
-    show = actions.add_parser("show", parents=[admin_url])
-    show.add_argument("id")
-    show.add_argument("--version", type=int)
-    activate = actions.add_parser("activate", parents=[admin_url], help="activate or roll back to a version")
-    activate.add_argument("id")
-    activate.add_argument("version", type=int)
+    actions.add_parser("list", parents=[admin], help="every id with its active and latest version")
+    show_ = actions.add_parser("show", parents=[admin], help="the version in force (or --version N)")
+    show_.add_argument("id", help="the document id")
+    show_.add_argument("--version", type=int, help="a stored version instead of the one in force")
+    activate = actions.add_parser("activate", parents=[admin], help="activate or roll back to a version")
+    activate.add_argument("id", help="the document id")
+    activate.add_argument("version", type=int, help="the stored version to put in force")
     parser.set_defaults(run=_documents, collection=collection)
     return actions
 
@@ -172,38 +203,28 @@ async def _import_mcp(args: argparse.Namespace) -> int:
             if active is None or active.get("document") != document:
                 changed.append(document)
         stored = await admin.request("POST", "/contracts", body={"contracts": changed}) if changed else None
-    print_json({"tools": len(tools), "unchanged": len(documents) - len(changed), "registered": stored})
-    return 0
-
-
-async def _runs(args: argparse.Namespace) -> int:
-    async with admin_client(args) as admin:
-        if args.action == "list":
-            result = await admin.request("GET", f"/runs?limit={args.limit}")
-            if args.json:
-                print_json(result)
-            else:
-                for run in field(result, "runs"):
-                    print(f"{run['run_id']:<24} {run['handoffs']:>4} handoffs {run['failures']:>3} failures")
-        else:
-            run = await admin.request("GET", f"/runs/{args.id}")
-            if args.json:
-                print_json(run)
-            else:
-                field(run, "handoffs")  # refuse a foreign answer before rendering it as a timeline
-                print(render_timeline(run))
+    answer = {"tools": len(tools), "unchanged": len(documents) - len(changed), "registered": stored}
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"{answer['tools']} tool(s), {answer['unchanged']} unchanged")
+        _registered(args, stored or {"registered": []})
     return 0
 
 
 async def _routes(args: argparse.Namespace) -> int:
+    columns = ("name", "prefix", "upstream", "default")
     async with admin_client(args) as admin:
         if args.action == "list":
-            print_json(await admin.request("GET", "/routes"))
+            answer = await admin.request("GET", "/routes")
+            show(args, answer, columns, [[r.get(c) for c in columns] for r in field(answer, "routes")])
         elif args.action == "put":
             spec = {"upstream": args.upstream, "prefix": args.prefix, "default": args.default}
-            print_json(await admin.put_route(args.name, spec))
+            answer = await admin.put_route(args.name, spec)
+            show(args, answer, columns, [[field(answer, c) for c in columns]])
         elif args.action == "delete":
             await admin.request("DELETE", f"/routes/{args.name}")
+            show(args, {"deleted": args.name}, ("deleted",), [(args.name,)])
     return 0
 
 
@@ -214,13 +235,21 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (the usage block is what ``--help`` is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"agent-gateway: {self.prog.removeprefix('agent-gateway ')}: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="agent-gateway", description=(__doc__ or "").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"agent-gateway {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers)  # every level is a _Parser
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", type=Path, help="YAML settings file (AGENT_GATEWAY_* variables override it)")
@@ -241,18 +270,21 @@ def _parser() -> argparse.ArgumentParser:
         "--admin-url",
         help="admin API URL, host:port means http:// (default $AGENT_GATEWAY_ADMIN_URL or 127.0.0.1:9901)",
     )
+    admin = argparse.ArgumentParser(add_help=False, parents=[admin_url])
+    add_json_option(admin)
 
-    contract_actions = _document_commands(sub, admin_url, "contracts")
+    contract_actions = _document_commands(sub, admin, "contracts")
     validate = contract_actions.add_parser(
-        "validate", parents=[admin_url], help="dry-run a payload file (JSON, or YAML when named *.yaml/*.yml)"
+        "validate", parents=[admin], help="dry-run a payload file (JSON, or YAML when named *.yaml/*.yml)"
     )
-    validate.add_argument("id")
-    validate.add_argument("payload", type=Path)
-    validate.add_argument("--direction", choices=("request", "response"), default="request")
-    validate.add_argument("--status", type=int, default=200)
-    validate.add_argument("--version", type=int)
+    validate.add_argument("id", help="the contract id")
+    validate.add_argument("payload", type=Path, help="the payload file")
+    validate.add_argument("--direction", choices=("request", "response"), default="request",
+                          help="check it as the request or as an answer (default request)")  # fmt: skip
+    validate.add_argument("--status", type=int, default=200, help="the answer's HTTP status (default 200)")
+    validate.add_argument("--version", type=int, help="a stored version instead of the one in force")
     imports = contract_actions.add_parser(
-        "import-mcp", parents=[admin_url], help="register one contract per tool an MCP server declares (tools/list)"
+        "import-mcp", parents=[admin], help="register one contract per tool an MCP server declares (tools/list)"
     )
     imports.add_argument("url", help="the MCP server's streamable-HTTP endpoint, e.g. http://localhost:8000/mcp")
     imports.add_argument("--route", required=True, help="the gateway route in front of that server")
@@ -260,31 +292,22 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("--prefix", default="mcp.", help="contract id prefix (default mcp.)")
     imports.set_defaults(run=_import_mcp)
     add_fuzz_command(contract_actions, admin_url)
-    _document_commands(sub, admin_url, "policies")
-
-    runs = sub.add_parser("runs", help="inspect recorded pipeline runs through the admin API")
-    run_actions = runs.add_subparsers(dest="action", required=True)
-    runs_list = run_actions.add_parser("list", parents=[admin_url])
-    runs_list.add_argument("--limit", type=int, default=20)
-    runs_list.add_argument("--json", action="store_true")
-    runs_show = run_actions.add_parser("show", parents=[admin_url], help="a run's timeline and entry point")
-    runs_show.add_argument("id")
-    runs_show.add_argument("--json", action="store_true")
-    add_replay_command(run_actions, admin_url)
-    runs.set_defaults(run=_runs)
+    _document_commands(sub, admin, "policies")
+    add_runs_commands(sub, admin_url)
 
     routes = sub.add_parser("routes", help="manage routes through the admin API")
-    route_actions = routes.add_subparsers(dest="action", required=True)
-    route_actions.add_parser("list", parents=[admin_url])
-    put = route_actions.add_parser("put", parents=[admin_url])
-    put.add_argument("name")
-    put.add_argument("--upstream", required=True)
-    put.add_argument("--prefix")
+    route_actions = routes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    route_actions.add_parser("list", parents=[admin], help="every route")
+    put = route_actions.add_parser("put", parents=[admin], help="add or replace a route")
+    put.add_argument("name", help="the route name (contracts and policies attach to it)")
+    put.add_argument("--upstream", required=True, help="the agent's base URL")
+    put.add_argument("--prefix", help="the path prefix it serves (default /NAME)")
     put.add_argument("--default", action="store_true", help="take every path no other route claims")
-    delete = route_actions.add_parser("delete", parents=[admin_url])
-    delete.add_argument("name")
+    delete = route_actions.add_parser("delete", parents=[admin], help="remove a route")
+    delete.add_argument("name", help="the route name")
     routes.set_defaults(run=_routes)
-    add_operation_commands(sub, admin_url)
+    add_operation_commands(sub, admin)
+    add_completion_command(sub, parser)
     return parser
 
 
