@@ -1,6 +1,6 @@
 """Serve one demo agent on its own, e.g. the writer with a planted bug for ``agent-gateway contracts fuzz``::
 
-    python -m gateway.demo.serve_agent writer --port 8003 --plant-bug non-ascii-topic
+python -m gateway.demo.serve_agent writer --port 8003 --plant-bug non-ascii-topic
 """
 
 from __future__ import annotations
