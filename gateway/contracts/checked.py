@@ -13,8 +13,6 @@ from typing import Any
 
 import orjson
 
-from gateway.contracts.document import ContractSpec, parse_contract
-
 MAX_REMEMBERED = 1 << 16
 """Digests kept (32 bytes each): the oldest are forgotten first, and then merely checked again."""
 
@@ -35,13 +33,11 @@ class CheckedDigests:
     def __init__(self) -> None:
         self._seen: dict[bytes, None] = {}
 
-    def parse(self, document: Mapping[str, Any]) -> ContractSpec:
-        digest = content_digest(document)
-        if digest is not None and digest in self._seen:
-            return parse_contract(document, checked=True)
-        spec = parse_contract(document)
+    def __contains__(self, digest: bytes | None) -> bool:
+        return digest is not None and digest in self._seen
+
+    def add(self, digest: bytes | None) -> None:
         if digest is not None:
             self._seen[digest] = None
             if len(self._seen) > MAX_REMEMBERED:
                 del self._seen[next(iter(self._seen))]
-        return spec

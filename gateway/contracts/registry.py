@@ -20,7 +20,7 @@ import referencing
 from referencing.jsonschema import DRAFT202012
 
 from gateway.contracts.bindings import Bindings, RpcKey, describe
-from gateway.contracts.checked import CheckedDigests
+from gateway.contracts.checked import CheckedDigests, content_digest
 from gateway.contracts.document import ContractDocumentError, ContractSpec, parse_contract
 from gateway.contracts.matcher import TemplateIndex
 from gateway.contracts.paths import PathTemplate, path_template
@@ -224,7 +224,12 @@ class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
         self._checked = CheckedDigests()
 
     def parse(self, document: Mapping[str, Any]) -> ContractSpec:
-        return self._checked.parse(document)
+        digest = content_digest(document)
+        if digest in self._checked:
+            return parse_contract(document, checked=True)
+        spec = parse_contract(document)
+        self._checked.add(digest)
+        return spec
 
     def parse_stored(self, document: Mapping[str, Any]) -> ContractSpec:
         """A stored document was checked when it was registered: only its typed form is made (and compiled)."""
