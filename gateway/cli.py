@@ -212,16 +212,22 @@ async def _import_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _route_row(route: Any) -> tuple[Any, ...]:
+    """A route as it routes: the prefix it strips (``/NAME`` unless given; ``*`` for the default route)."""
+    prefix = "*" if route.get("default") else route.get("prefix") or f"/{field(route, 'name')}"
+    return route["name"], prefix, route.get("upstream"), route.get("default")
+
+
 async def _routes(args: argparse.Namespace) -> int:
     columns = ("name", "prefix", "upstream", "default")
     async with admin_client(args) as admin:
         if args.action == "list":
             answer = await admin.request("GET", "/routes")
-            show(args, answer, columns, [[r.get(c) for c in columns] for r in field(answer, "routes")])
+            show(args, answer, columns, [_route_row(r) for r in field(answer, "routes")])
         elif args.action == "put":
             spec = {"upstream": args.upstream, "prefix": args.prefix, "default": args.default}
             answer = await admin.put_route(args.name, spec)
-            show(args, answer, columns, [[field(answer, c) for c in columns]])
+            show(args, answer, columns, [_route_row(answer)])
         elif args.action == "delete":
             await admin.request("DELETE", f"/routes/{args.name}")
             show(args, {"deleted": args.name}, ("deleted",), [(args.name,)])
