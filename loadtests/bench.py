@@ -9,7 +9,8 @@ body, forward it and the headers with one pooled session, relay the answer), the
 with a contract enforced on request *and* response, default settings: audit trail on), the same gateway with the
 audit trail off ("no audit"), and the load generator (``wrk`` when installed, else a
 closed-loop aiohttp client pool). Each cell drives the same closed-loop load, and the table shows req/s,
-p50/p99 and the ratios gateway/direct and gateway/bare. Timing thresholds live here, never in unit tests.
+p50/p99, CPU per request, the gateway's garbage collections per 1,000 requests by generation (``gcprobe.py``)
+and the ratios gateway/direct and gateway/bare. Timing thresholds live here, never in unit tests.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from gcprobe import snapshot
 
 HERE = Path(__file__).resolve().parent
 SIZES = {"1KiB": 1024, "100KiB": 100 * 1024, "1MiB": 1024 * 1024}
@@ -228,11 +231,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, body: bytes, args: argparse.Namespace, workdir: Path, pid: int) -> dict[str, float]:
-    """One cell: load ``url`` and report throughput, latency, and the CPU the process behind it spent."""
-    before = cpu_seconds(pid)
-    stats = load(url, body, args, workdir)
-    stats["cpu_us"] = (cpu_seconds(pid) - before) / max(1.0, stats["rps"] * args.seconds) * 1e6
+def measure(
+    url: str, body: bytes, args: argparse.Namespace, workdir: Path, pid: int, *, gateway: bool = False
+) -> dict[str, Any]:
+    """One cell: load ``url`` and report throughput, latency, the CPU the process behind it spent and, for a
+    gateway (run under ``gcprobe.py``), its garbage collections per 1,000 requests."""
+    before, collected = cpu_seconds(pid), snapshot(workdir, pid) if gateway else None
+    stats: dict[str, Any] = dict(load(url, body, args, workdir))
+    requests = max(1.0, stats["rps"] * args.seconds)
+    stats["cpu_us"] = (cpu_seconds(pid) - before) / requests * 1e6
+    after = snapshot(workdir, pid) if collected is not None else None
+    if collected is not None and after is not None:
+        stats["gc"] = "/".join(f"{(b - a) * 1000 / requests:.0f}" for a, b in zip(collected, after, strict=True))
     return stats
 
 
@@ -282,8 +292,8 @@ def run_all(args: argparse.Namespace) -> int:
     config, gw_port, admin_port = gateway_config(workdir, upstream, "gateway", audit=True)
     lean_config, lean_port, lean_admin = gateway_config(workdir, upstream, "lean", audit=False)
     me = [sys.executable, __file__]
-    serve = [sys.executable, "-m", "gateway.cli", "serve", "--config"]
-    rows: list[tuple[str, str, dict[str, float]]] = []
+    serve = [sys.executable, str(HERE / "gcprobe.py"), str(workdir), "serve", "--config"]
+    rows: list[tuple[str, str, dict[str, Any]]] = []
     with (
         process(*me, "--role", "upstream", "--port", str(up_port)) as up_proc,
         process(*me, "--role", "bare", "--port", str(bare_port), "--url", upstream) as bare_proc,
@@ -308,7 +318,7 @@ def run_all(args: argparse.Namespace) -> int:
                 check_gateway_enforces(targets[gateway][0], body)
             for name, (url, pid) in targets.items():
                 load(url, body, argparse.Namespace(**{**vars(args), "seconds": 1}), workdir)  # warm-up
-                rows.append((size_name, name, measure(url, body, args, workdir, pid)))
+                rows.append((size_name, name, measure(url, body, args, workdir, pid, gateway=name in GATEWAYS)))
         opened = [
             (rate, name, open_loop(targets[name][0], payload(SIZES["1KiB"]), rate, args.seconds, targets[name][1]))
             for rate in args.open_loop
@@ -407,11 +417,11 @@ def check_gateway_enforces(url: str, body: bytes) -> None:
     raise RuntimeError("the gateway under test does not enforce the benchmark contract")
 
 
-def print_table(rows: list[tuple[str, str, dict[str, float]]], args: argparse.Namespace) -> None:
+def print_table(rows: list[tuple[str, str, dict[str, Any]]], args: argparse.Namespace) -> None:
     print(f"\nloader: {args.loader}, {args.connections} connections, {args.seconds:g} s per cell, "
           f"{os.cpu_count()} CPUs; contract enforced on request and response\n")  # fmt: skip
     header = f"| {'payload':<7} | {'target':<10} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |"
-    header += f" {'CPU µs/req':>10} |"
+    header += f" {'CPU µs/req':>10} | {'GC/1k g0/1/2':>14} |"
     header += " gateway/direct | gateway/bare |"
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
@@ -425,7 +435,8 @@ def print_table(rows: list[tuple[str, str, dict[str, float]]], args: argparse.Na
                 ratios = f" {direct:>14.2f} | {bare:>12.2f} |"
             print(
                 f"| {size_name:<7} | {name:<10} | {stats['rps']:>8.0f} | {stats['p50_ms']:>7.2f} | "
-                f"{stats['p99_ms']:>7.2f} | {int(stats['errors']):>6} | {stats['cpu_us']:>10.0f} |{ratios}"
+                f"{stats['p99_ms']:>7.2f} | {int(stats['errors']):>6} | {stats['cpu_us']:>10.0f} | "
+                f"{stats.get('gc', ''):>14} |{ratios}"
             )
 
 
