@@ -242,6 +242,7 @@ class GatewayConfig(_Frozen):
     routes: tuple[RouteSpec, ...] = ()
     contract_dirs: tuple[Path, ...] = ()
     policy_dirs: tuple[Path, ...] = ()
+    watch_interval: float = Field(2.0, ge=0, le=86400, description="seconds between scans of the dirs; 0 = off")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -255,12 +256,36 @@ class GatewayConfig(_Frozen):
             raise ValueError("at most one route can be the default")
         return routes
 
+    @field_validator("contract_dirs", "policy_dirs", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        return split_dirs(value)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
         if value.upper() not in logging.getLevelNamesMapping():
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return value
+
+
+DIRECTORY_LISTS = ("contract_dirs", "policy_dirs")
+
+
+def split_dirs(value: Any) -> Any:
+    """A directory list given as one string (a variable) is split like ``PATH``: ``a:b`` is ``[a, b]``."""
+    return [part for part in value.split(os.pathsep) if part] if isinstance(value, str) else value
+
+
+def _dirs_relative_to(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``contract_dirs``/``policy_dirs`` of a settings file, relative ones resolved against the file's directory:
+    a file and the documents next to it move together (a checkout, a ConfigMap). Variables and flags are
+    relative to the working directory, as any path typed in a shell is."""
+    for key in DIRECTORY_LISTS:
+        value = split_dirs(data.get(key))
+        if isinstance(value, list):
+            data = {**data, key: [base / item if isinstance(item, str) else item for item in value]}
+    return data
 
 
 def _check_url(value: str, what: str) -> None:
@@ -449,7 +474,7 @@ def load_config(
     """Build the settings from a YAML file, the environment and explicit overrides, in rising precedence.
 
     Raises :class:`ConfigError` (one line) for anything wrong, whichever of the three it came from."""
-    data = _read_file(path) if path is not None else {}
+    data = _dirs_relative_to(_read_file(path), path.parent.absolute()) if path is not None else {}
     from_env, sources = env_overrides(os.environ if environ is None else environ)
     data = deep_merge(data, from_env)
     if overrides:
