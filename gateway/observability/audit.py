@@ -1,9 +1,9 @@
 """The handoff audit trail: records queued on the data path, written to the store in the background.
 
 Recording must never slow a handoff down or fail it, so :meth:`AuditLog.record` only digests the payloads
-(small ones inline, big ones in a worker thread) and appends to a bounded queue; a background task writes batches every ``flush_interval`` seconds and prunes by count and age. When the
-queue is full the oldest unwritten record is dropped and counted (``agent_gateway_audit_dropped_total``)
-rather than blocking traffic.
+(small ones inline, big ones in a worker thread) and appends to a bounded queue; a background task writes
+batches every ``flush_interval`` seconds and prunes by count and age. When the queue is full the oldest
+unwritten record is dropped and counted (``agent_gateway_audit_dropped_total``) rather than blocking traffic.
 
 A batch the store fails to write goes back to the front of the queue (still bounded by ``queue_size``: what no
 longer fits is a real drop, counted like any other) and the writer retries with exponential backoff, from
