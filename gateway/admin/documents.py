@@ -1,18 +1,22 @@
 """Endpoints for versioned documents — contracts and policies share one implementation.
 
 For a collection ``/things``: ``PUT /things/{id}`` registers version N+1 (JSON or YAML body; ``?activate=false``
-stages it), ``POST /things`` registers ``{things: [...]}`` all or none, ``GET /things`` lists ids,
-``GET /things/{id}`` shows the active version, ``DELETE /things/{id}`` takes it out of force (history stays),
-``GET /things/{id}/versions[/{n}]`` reads history, ``POST /things/{id}/activate {version}`` rolls forward or back.
+stages it), ``POST /things`` registers ``{things: [...]}`` all or none (``?dry_run=true`` checks the batch the
+same way and answers, per document, ``created``/``new_version``/``unchanged`` with its JSON-pointer changes
+against the version in force, storing nothing: what a push from Git would change, reviewed before it is made),
+``GET /things`` lists ids, ``GET /things/{id}`` shows the active version, ``DELETE /things/{id}`` takes it out
+of force (history stays), ``GET /things/{id}/versions[/{n}]`` reads history, ``POST /things/{id}/activate
+{version}`` rolls forward or back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.json_schema import models_json_schema
 
 from gateway.admin.api import REF, Endpoint, SchemaDoc, json_response, parse_body, rewrite_refs
 from gateway.admin.common import VERSION_SCHEMA, bool_query, conflict, int_param, json_problem, not_found, state_of
@@ -25,11 +29,62 @@ from gateway.admin.models import (
     RegisteredList,
 )
 from gateway.contracts.document import ContractDocumentError, load_document_text
+from gateway.control.jsondiff import json_changes
 from gateway.control.state import GatewayState
-from gateway.control.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
+from gateway.control.versioning import DocumentConflict, DocumentNotFound, Planned, VersionedRegistry
 from gateway.errors import AdminError
 
 Registry = VersionedRegistry[Any, Any]
+
+
+class PlannedChange(BaseModel):
+    """What registering one document would do: ``created`` (a new id), ``new_version`` (of ``active_version``,
+    with ``changes`` against it) or ``unchanged`` (identical to the version in force: no version minted)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str
+    change: Literal["created", "new_version", "unchanged"]
+    active_version: int | None = Field(description="the version in force now; null when none is")
+    changes: list[dict[str, Any]] = Field(
+        description="JSON-pointer changes from the version in force: {op: add|remove|replace, path, old?, value?}"
+    )
+
+
+class DryRun(BaseModel):
+    """A dry run's answer: the batch was checked as a registration would be, and nothing was stored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dry_run: Literal[True]
+    documents: list[PlannedChange]
+
+
+def planned_change(planned: Planned, document: Mapping[str, Any]) -> PlannedChange:
+    """One document's line of a dry run; a staged registration (``activate=false``) of a document identical to
+    the version in force is a ``new_version`` with no changes, as it does mint one."""
+    if planned.active is None:
+        return PlannedChange(id=planned.id, change="created", active_version=None,
+                             changes=json_changes({}, dict(document)))  # fmt: skip
+    change: Literal["new_version", "unchanged"] = "new_version" if planned.changed else "unchanged"
+    changes = json_changes(dict(planned.active), dict(document))
+    return PlannedChange(id=planned.id, change=change, active_version=planned.active_version, changes=changes)
+
+
+def dry_run_answer(plan: Sequence[Planned], documents: Sequence[Mapping[str, Any]]) -> DryRun:
+    lines = [planned_change(planned, document) for planned, document in zip(plan, documents, strict=True)]
+    return DryRun(dry_run=True, documents=lines)
+
+
+def _registration_result() -> SchemaDoc:
+    """``POST /things``'s answer: the stored versions (201), or with ``?dry_run=true`` the plan (200)."""
+    refs, schemas = models_json_schema(
+        [(RegisteredList, "serialization"), (DryRun, "serialization")], ref_template="#/$defs/{model}"
+    )
+    return SchemaDoc("RegistrationResult", {"oneOf": list(refs.values()), "$defs": schemas["$defs"]})
+
+
+REGISTRATION_RESULT = _registration_result()
 
 
 def load_plain_document(raw: bytes) -> dict[str, Any]:
@@ -122,6 +177,9 @@ def versioned_endpoints(
                 or not all(isinstance(d, dict) for d in documents)
             ):
                 raise ContractDocumentError(f"the body must be {{{collection}: [document, ...]}}", [])
+            if bool_query(request, "dry_run", False):
+                plan = await registry(request).preview(documents, activate=activate)
+                return json_response(dry_run_answer(plan, documents))
             stored = await registry(request).register_many(documents, activate=activate)
         except ContractDocumentError as exc:
             raise invalid(exc) from exc
@@ -193,12 +251,17 @@ def versioned_endpoints(
     ident = {"id": schema["properties"]["id"]}
     versioned = {**ident, "version": VERSION_SCHEMA}
     activate_query = {"activate": {"type": "boolean", "default": True, "description": "false stages the version"}}
+    dry_run_query = {
+        "dry_run": {"type": "boolean", "default": False, "description": "check and show what would change (200), "
+                    "store nothing"}
+    }  # fmt: skip
     yaml_too = ("application/json", "application/yaml")
     return [
         Endpoint("GET", base, f"List {collection}", list_all, response=listing),
-        Endpoint("POST", base, f"Register several {collection} atomically ({{{collection}: [...]}})", post,
-                 body=bulk, response=RegisteredList, status=201, query=activate_query, errors=frozenset({409}),
-                 body_types=yaml_too),
+        Endpoint("POST", base, f"Register several {collection} atomically ({{{collection}: [...]}}); "
+                 "?dry_run=true answers what would change (200) and stores nothing", post,
+                 body=bulk, response=REGISTRATION_RESULT, status=201, also=frozenset({200}),
+                 query={**activate_query, **dry_run_query}, errors=frozenset({409}), body_types=yaml_too),
         Endpoint("PUT", base + "/{id}", f"Register a new {noun} version (JSON or YAML; ?activate=false stages)",
                  put, body=one, response=Registered, status=201, params=ident, query=activate_query,
                  errors=frozenset({409}), body_types=yaml_too),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.contracts.document import ContractDocumentError
@@ -28,6 +29,17 @@ RELOAD_ONE_BY_ONE = 32
 MAX_VERSION = 2**31 - 1
 """Highest version number of a document. Versions count registrations from 1; the bound keeps a version
 within every store's integer type (SQLite, Redis, JSON), so an absurd number is "not found", never an overflow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One document of a dry run: its id, the version in force and its document (``None`` when the id has
+    none), and whether registering would mint a version (``False``: identical to the version in force)."""
+
+    id: str
+    active_version: int | None
+    active: Mapping[str, Any] | None
+    changed: bool
 
 
 class DocumentNotFound(LookupError):
@@ -155,16 +167,7 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
         versions nobody wrote, nor cost what registering them did. The change is checked (its documents only)
         before anything is stored, and the table is built once, after the store has numbered the versions."""
         async with self._lock:
-            kept = [activate and self._unchanged(document) for document in documents]
-            fresh = [document for document, same in zip(documents, kept, strict=True) if not same]
-            specs = await asyncio.to_thread(self._parse_all, fresh)
-            parsed = iter(specs)
-            ids = [document["id"] if same else next(parsed).id for document, same in zip(documents, kept, strict=True)]
-            if len(set(ids)) != len(ids):
-                raise ContractDocumentError(f"the same {self.kind} id appears twice in one registration", [])
-            if specs:
-                pending = {**self._active, **{spec.id: (spec, 0) for spec in specs}}
-                await asyncio.to_thread(self.precheck, pending, [spec.id for spec in specs])  # refuse before storing
+            ids, specs, fresh = await self._prepare(documents, activate)
             stored = {
                 s.id: await self._store.add_version(self.kind, s.id, d) for s, d in zip(specs, fresh, strict=True)
             }
@@ -175,6 +178,35 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
             for doc_id in set(ids) - stored.keys():
                 stored[doc_id] = await self.version(doc_id, self._active[doc_id][1])
             return [stored[doc_id] for doc_id in ids]
+
+    async def preview(self, documents: Sequence[Mapping[str, Any]], *, activate: bool = True) -> list[Planned]:
+        """What :meth:`register_many` would do with ``documents``, refused exactly as it would be, storing
+        nothing (a dry run): one entry per document, in order, with the version in force it would replace."""
+        async with self._lock:
+            ids, specs, _ = await self._prepare(documents, activate)
+            minted = {spec.id for spec in specs}
+            return [Planned(i, self.active_version(i), self._raw(i), i in minted) for i in ids]
+
+    async def _prepare(
+        self, documents: Sequence[Mapping[str, Any]], activate: bool
+    ) -> tuple[list[str], list[SpecT], list[Mapping[str, Any]]]:
+        """``(ids, specs, fresh)`` of a registration checked before anything is stored: the ids in order, and
+        the parsed and the raw documents that would mint a version. Callers hold the lock."""
+        kept = [activate and self._unchanged(document) for document in documents]
+        fresh = [document for document, same in zip(documents, kept, strict=True) if not same]
+        specs = await asyncio.to_thread(self._parse_all, fresh)
+        parsed = iter(specs)
+        ids = [document["id"] if same else next(parsed).id for document, same in zip(documents, kept, strict=True)]
+        if len(set(ids)) != len(ids):
+            raise ContractDocumentError(f"the same {self.kind} id appears twice in one registration", [])
+        if specs:
+            pending = {**self._active, **{spec.id: (spec, 0) for spec in specs}}
+            await asyncio.to_thread(self.precheck, pending, [spec.id for spec in specs])  # refuse before storing
+        return ids, specs, fresh
+
+    def _raw(self, doc_id: str) -> Mapping[str, Any] | None:
+        entry = self._active.get(doc_id)
+        return None if entry is None else entry[0].raw
 
     def _unchanged(self, document: Mapping[str, Any]) -> bool:
         """Whether ``document`` is, member for member, the version in force of its id."""
