@@ -2,8 +2,9 @@
 
 Start-up order: open the store → load stored routes (config routes override by name) → load stored contracts
 and policies → register document files whose content differs from their active version → open the client
-session → bind the data plane → bind the admin API → bind the health listener → mark ready. ``close`` undoes it
-in reverse, except that the health listener closes after the data plane, so ``/readyz`` reports the drain.
+session → bind the data plane → bind the admin API → bind the health listener → mark ready → watch the document
+directories (gateway.control.watch). ``close`` undoes it in reverse, except that the health listener closes after
+the data plane, so ``/readyz`` reports the drain.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,12 +23,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from gateway.admin.app import build_admin_app
 from gateway.config import GatewayConfig
 from gateway.contracts.context import ContextTracker
-from gateway.contracts.document import load_document_file
 from gateway.contracts.registry import ContractRegistry
 from gateway.control.health import serve_health
 from gateway.control.routes import RouteRegistry
 from gateway.control.state import STATE, GatewayState
-from gateway.control.versioning import VersionedRegistry
+from gateway.control.watch import DirectoryWatcher, register_dirs
 from gateway.dataplane.front import stamp
 from gateway.dataplane.listener import GuardedRunner
 from gateway.dataplane.proxy import Parts, Proxy
@@ -49,21 +48,7 @@ from gateway.store.sqlite import SQLiteStore
 
 log = logging.getLogger("agent_gateway")
 
-DOCUMENT_SUFFIXES = frozenset({".json", ".yaml", ".yml"})
 LOOPBACK = "127.0.0.1"
-
-
-async def register_dirs(registry: VersionedRegistry[Any, Any], dirs: tuple[Path, ...]) -> list[str]:
-    """Register, as one change, each document file whose active version does not already hold it."""
-    changed = []
-    for directory in dirs:
-        for path in sorted(p for p in directory.iterdir() if p.suffix in DOCUMENT_SUFFIXES):
-            document = load_document_file(path)
-            active = registry.active_spec(str(document.get("id")))
-            if active is None or dict(active.raw) != document:
-                changed.append(document)
-    stored = await registry.register_many(changed) if changed else []
-    return [f"{entry.id}@{entry.version}" for entry in stored]
 
 
 def admin_token(config: GatewayConfig, insecure: bool) -> tuple[bool, str | None, str]:
@@ -88,6 +73,9 @@ class RunningGateway:
     data_port: int
     admin_port: int | None
     health_runner: web.AppRunner | None = None
+    watcher: DirectoryWatcher | None = None
+    """Applies changes to ``contract_dirs``/``policy_dirs`` while running (``None``: no such dirs)."""
+    watching: asyncio.Task[None] | None = None
 
     @property
     def data_url(self) -> str:
@@ -101,8 +89,21 @@ class RunningGateway:
     def health_url(self) -> str | None:
         return None if self.health_runner is None else f"http://{LOOPBACK}:{_bound_port(self.health_runner)}"
 
+    def rescan(self) -> bool:
+        """Read the document directories again now (``SIGHUP``); false when there are none to read."""
+        if self.watcher is None:
+            log.warning("nothing to rescan: no contract_dirs or policy_dirs are set")
+            return False
+        log.info("rescanning contract_dirs and policy_dirs")
+        self.watcher.rescan()
+        return True
+
     async def close(self) -> None:
         self.state.ready = False
+        if self.watching is not None:  # first: no registration may start while the store closes
+            self.watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watching
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         await self.data_runner.cleanup()
@@ -259,6 +260,13 @@ async def start_gateway(
         health_runner = await serve_health(state, unwind)
         unwind.pop_all()  # started: RunningGateway.close owns all of it now
     state.ready = True
-    return RunningGateway(
+    running = RunningGateway(
         state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port, health_runner
     )
+    watcher = DirectoryWatcher(
+        ((state.contracts, config.contract_dirs), (state.policies, config.policy_dirs)), config.watch_interval
+    )
+    if watcher.active:
+        running.watcher = watcher
+        running.watching = asyncio.create_task(watcher.run(), name="document-watcher")
+    return running

@@ -92,6 +92,7 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.rescan)  # read contract_dirs/policy_dirs again now
     await stop.wait()
     await gateway.close()
     return 0
