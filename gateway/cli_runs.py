@@ -107,15 +107,16 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, 
 async def _catch_up(admin: AdminClient, tail: Tail) -> None:
     """Print the handoffs made since the newest one printed: those the stream announced to nobody."""
     if tail.run is not None:
-        with contextlib.suppress(AdminAPIError):  # 404: the run has no handoff yet
-            for handoff in field(await admin.request("GET", f"/runs/{tail.run}"), "handoffs"):
-                tail.emit(handoff)
-        return
-    runs = field(await admin.request("GET", f"/runs?limit={GAP_RUNS}"), "runs")
-    for run in sorted((r for r in runs if r["last_at"] >= tail.newest), key=lambda r: r["last_at"]):
-        for handoff in field(await admin.request("GET", f"/runs/{run['run_id']}"), "handoffs"):
-            if handoff["started_at"] >= tail.newest:
-                tail.emit(handoff)
+        run_ids = [tail.run]
+    else:
+        runs = field(await admin.request("GET", f"/runs?limit={GAP_RUNS}"), "runs")
+        run_ids = [r["run_id"] for r in sorted(runs, key=lambda r: r["last_at"]) if r["last_at"] >= tail.newest]
+    since = tail.newest
+    for run_id in run_ids:
+        with contextlib.suppress(AdminAPIError):  # 404: the run has no handoff (yet)
+            for handoff in field(await admin.request("GET", f"/runs/{run_id}"), "handoffs"):
+                if handoff["started_at"] >= since:
+                    tail.emit(handoff)
 
 
 async def _stream(session: aiohttp.ClientSession, url: str, on_ready: Callable[[], Awaitable[None]],
@@ -139,7 +140,7 @@ async def _stream(session: aiohttp.ClientSession, url: str, on_ready: Callable[[
 
 async def _follow(args: argparse.Namespace, admin: AdminClient) -> None:
     """Stream, and on a dropped stream wait (doubling, capped) and stream again, catching up once ready."""
-    tail, delay = Tail(args.run, args.json), BACKOFF_FIRST
+    tail, delay = Tail(args.run_id, args.json), BACKOFF_FIRST
     runs = field(await admin.request("GET", "/runs?limit=1"), "runs")  # a bad URL or token fails here, once
     tail.newest = runs[0]["last_at"] if runs else 0.0
     first = True
@@ -158,6 +159,8 @@ async def _follow(args: argparse.Namespace, admin: AdminClient) -> None:
             try:
                 await _stream(session, admin_base_url(args.admin_url) + "/events", ready, tail)
                 reason = "the stream ended"
+            except AdminUnavailable as exc:  # the catch-up's calls: down again, or a proxy's error page meanwhile
+                reason = str(exc)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = " ".join(str(exc).split()) or type(exc).__name__
             print(f"agent-gateway: {reason}; reconnecting in {delay:g} s", file=sys.stderr, flush=True)
@@ -190,7 +193,7 @@ def add_runs_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         add_json_option(parser)
         parser.set_defaults(run=runs_command)
     tail = actions.add_parser("tail", parents=[admin_url], help="follow new handoffs live (Ctrl-C to stop)")
-    tail.add_argument("--run", metavar="ID", help="only the handoffs of this run")
+    tail.add_argument("--run", dest="run_id", metavar="ID", help="only the handoffs of this run")
     tail.add_argument("--json", action="store_true", help="one JSON object per handoff and line")
     tail.set_defaults(run=tail_command)
     add_replay_command(actions, admin_url)
