@@ -325,3 +325,21 @@ async def test_an_unchanged_document_mints_no_new_version(gateway: RunningGatewa
     assert changed["version"] == 2
     versions = await admin.request("GET", "/contracts/agent.tasks/versions")
     assert [v["version"] for v in versions["versions"]] == [1, 2]
+
+
+@pytest.mark.parametrize(("stored", "sent"), [(False, 0), (True, 1), (1, 1.0)])
+async def test_unchanged_means_the_same_json_not_equal_in_python(
+    gateway: RunningGateway, admin: AdminClient, stored: Any, sent: Any
+) -> None:
+    """``0 == False`` and ``1 == 1.0`` in Python, not in JSON: a document differing only so is a new document,
+    checked as such (``{"schema": 0}`` is no schema and is refused; ``minLength: 1.0`` is a new version)."""
+    schema = stored if isinstance(stored, bool) else {"type": "object", "minProperties": stored}
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract(structured_output={"schema": schema}))
+    changed = sent if isinstance(stored, bool) else {"type": "object", "minProperties": sent}
+    body = contract(structured_output={"schema": changed})
+    if isinstance(stored, bool):
+        with pytest.raises(AdminAPIError) as refused:
+            await admin.request("PUT", "/contracts/agent.tasks", body=body)
+        assert refused.value.status == 400
+    else:
+        assert (await admin.request("PUT", "/contracts/agent.tasks", body=body))["version"] == 2
