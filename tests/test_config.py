@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from gateway.config import ConfigError, GatewayConfig, RouteSpec, is_service_link, load_config, retired_variables
@@ -199,27 +198,3 @@ def test_route_rules() -> None:
         )
     with pytest.raises(ValidationError, match="route names must be unique"):
         GatewayConfig.model_validate({"routes": [{"name": "a", "upstream": "http://h"}] * 2})
-
-
-def test_the_shipped_image_and_manifest_settings_load_in_a_cluster(tmp_path: Path) -> None:
-    """The Dockerfile's ENV and the k8s ConfigMap, next to the service links of a namespace, start cleanly."""
-    root = Path(__file__).resolve().parent.parent
-    dockerfile = (root / "Dockerfile").read_text().replace("\\\n", " ")
-    image_env = dict(
-        pair.split("=", 1) for line in dockerfile.splitlines() if line.startswith("ENV ") for pair in line.split()[1:]
-    )
-    manifests = list(yaml.safe_load_all((root / "k8s" / "sidecar.yaml").read_text()))
-    config_map = next(m for m in manifests if m["kind"] == "ConfigMap")
-    (tmp_path / "gateway.yaml").write_text(config_map["data"]["gateway.yaml"])
-    deployment = next(m for m in manifests if m["kind"] == "Deployment")
-    sidecar = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "agent-gateway")
-    pod_env = {e["name"]: e.get("value", "from-a-secret") for e in sidecar["env"]}
-    environ = {**KUBERNETES_ENV, **image_env, **pod_env}
-    config = load_config(tmp_path / "gateway.yaml", environ=environ)
-    assert retired_variables(environ) == []
-    assert image_env
-    assert all(name.startswith("AGENT_GATEWAY_") for name in image_env)
-    assert config.admin.host == image_env["AGENT_GATEWAY_ADMIN__HOST"]
-    assert config.admin.token is not None
-    assert config.admin.token.get_secret_value() == "from-a-secret"
-    assert config.routes[0].name == "planner"
