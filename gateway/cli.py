@@ -31,6 +31,7 @@ import yaml
 from gateway.admin.client import AdminAPIError, AdminUnavailable, AdminURLError
 from gateway.app import start_gateway
 from gateway.cli_completion import add_completion_command
+from gateway.cli_diff import add_diff_command, show_dry_run, wants_dry_run
 from gateway.cli_format import add_json_option, colour_wanted, details, paint, show, table, when
 from gateway.cli_fuzz import add_fuzz_command
 from gateway.cli_operations import add_operation_commands
@@ -143,9 +144,11 @@ def _validated(args: argparse.Namespace, result: Any) -> int:
 async def _documents(args: argparse.Namespace) -> int:
     """``contracts`` and ``policies``: the same verbs on either collection (plus ``validate`` for contracts)."""
     base = f"/{args.collection}"
-    documents = [_read_document(path) for path in args.files] if args.action == "push" else []
+    documents = [_read_document(path) for path in args.files] if args.action in ("push", "diff") else []
     payload = read_payload(args.payload) if args.action == "validate" else None
     async with admin_client(args) as admin:
+        if wants_dry_run(args):
+            return await show_dry_run(args, admin, documents)
         if args.action == "push":
             query = "" if args.activate else "?activate=false"
             _registered(args, await admin.request("POST", base + query, body={args.collection: documents}))
@@ -172,6 +175,8 @@ def _document_commands(
     push = actions.add_parser("push", parents=[admin], help="register files as one atomic change")
     push.add_argument("files", type=Path, nargs="+", metavar="FILE", help="documents (JSON or YAML)")
     push.add_argument("--no-activate", dest="activate", action="store_false", help="store without activating")
+    push.add_argument("--dry-run", action="store_true", help="show what would change (as diff), store nothing")
+    add_diff_command(actions, admin)
     actions.add_parser("list", parents=[admin], help="every id with its active and latest version")
     show_ = actions.add_parser("show", parents=[admin], help="the version in force (or --version N)")
     show_.add_argument("id", help="the document id")
