@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from yarl import URL
 
@@ -231,6 +231,26 @@ class HealthSettings(_Frozen):
         return value
 
 
+class EgressListener(_Frozen):
+    """The egress listener (``gateway/dataplane/egress.py``): where this pod's agent sends its *outgoing* calls
+    (peers' URLs pointed at ``http://localhost:<port>/<route>``), checked by the same chain as the data port.
+    Every call on it is recorded as coming from ``agent``, never from a header the caller sets, so whoever can
+    reach the port speaks as that agent: keep it on loopback (the pod's own network namespace)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=0, le=65535)
+    """None: no egress listener (the default, like ``health.port``: embedded gateways would contend for it)."""
+    agent: str | None = Field(None, pattern=r"^[!-~](?:[ -~]{0,126}[!-~])?$")
+    """This pod's agent name (printable ASCII, a header value); in Kubernetes from the Downward API:
+    ``AGENT_GATEWAY_EGRESS__AGENT`` set from ``metadata.labels['app']``."""
+
+    @model_validator(mode="after")
+    def _named(self) -> EgressListener:
+        if self.port is not None and self.agent is None:
+            raise ValueError("agent is required when port is set: every call on the egress port is recorded as it")
+        return self
+
+
 class GatewayConfig(_Frozen):
     listen: Listener = Listener()
     admin: AdminListener = AdminListener()
@@ -239,6 +259,7 @@ class GatewayConfig(_Frozen):
     store: StoreConfig = StoreConfig()
     audit: AuditSettings = AuditSettings()
     health: HealthSettings = HealthSettings()
+    egress: EgressListener = EgressListener()
     routes: tuple[RouteSpec, ...] = ()
     contract_dirs: tuple[Path, ...] = ()
     policy_dirs: tuple[Path, ...] = ()
