@@ -196,6 +196,53 @@ class CheckpointRecord:
     owner: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerRecord:
+    """A breaker transition one sidecar shares with the fleet (``breaker.sharing: fleet``).
+
+    Times are wall-clock (``time.time``) because they cross hosts; the newest ``at`` wins (ties by ``origin``), so
+    a late write of an older transition never undoes a newer one."""
+
+    name: str
+    state: str
+    """``open``, ``closed`` (probes succeeded, or a ``reset``), ``forced_open`` or ``forced_closed``."""
+    at: float
+    origin: str
+    """The sidecar that made the transition (host, process and a random part)."""
+    manual: bool = False
+    """A command (``force-open``, ``force-close``, ``reset``): only a command leaves a forced state."""
+    open_until: float | None = None
+    """For ``open``: when probes may start."""
+
+    def newer_than(self, other: BreakerRecord | None) -> bool:
+        return other is None or (self.at, self.origin) > (other.at, other.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One escalation webhook in the outbox: written with its DLQ item, delivered at least once.
+
+    ``body`` is frozen when the item is escalated, so every attempt (from any sidecar) sends the same bytes
+    under the same ``id`` (the ``Webhook-Id`` header a receiver deduplicates on)."""
+
+    id: str
+    item_id: str
+    url: str
+    body: bytes
+    created_at: float
+    next_at: float
+    """When the next attempt is due (a claim moves it forward by the lease, so a dead deliverer's entry comes
+    back due by itself)."""
+    give_up_at: float
+    max_attempts: int
+    secret_env: str | None = None
+    status: str = "pending"
+    """``pending``, ``delivered`` or ``failed`` (gave up)."""
+    attempts: int = 0
+    last_error: str | None = None
+    finished_at: float | None = None
+
+
 @runtime_checkable
 class ChangeFeed(Protocol):
     """A store shared by several gateways announces changes so each can rebuild its in-memory tables."""
@@ -255,7 +302,10 @@ class Store(Protocol):
         """Versions of one artifact produced in a run, oldest first."""
         ...
 
-    async def add_escalation(self, item: EscalationItem) -> None: ...
+    async def add_escalation(self, item: EscalationItem, webhook: WebhookDelivery | None = None) -> None:
+        """Store ``item`` and, in the same transaction, its webhook in the outbox: an item is never kept
+        without the notification it needs, nor a notification sent for an item that was not kept."""
+        ...
 
     async def get_escalation(self, item_id: str) -> EscalationItem | None: ...
 
@@ -289,6 +339,29 @@ class Store(Protocol):
         """Forget an ``in_flight`` claim whose call failed, so the caller may try again; with ``owner``, only
         that owner's claim (a call whose lease lapsed must not free the claim of the call that took over)."""
         ...
+
+    # Webhook outbox: any number of gateways deliver; a claim is a lease so each entry has one deliverer.
+
+    async def claim_webhooks(self, owner: str, *, now: float, lease: float, limit: int) -> list[WebhookDelivery]:
+        """Pending deliveries due by ``now`` (at most ``limit``), leased to ``owner`` for ``lease`` seconds."""
+        ...
+
+    async def finish_webhook(self, delivery: WebhookDelivery, owner: str) -> bool:
+        """Store the outcome of an attempt (``delivery`` as it is now: pending with its next due time,
+        delivered, or failed); ``False`` when ``owner``'s lease was lost and nothing was written."""
+        ...
+
+    async def webhook_delivery(self, item_id: str) -> WebhookDelivery | None:
+        """The webhook of a DLQ item, for its admin view."""
+        ...
+
+    # Fleet-wide circuit breakers.
+
+    async def put_breaker(self, record: BreakerRecord) -> None:
+        """Keep ``record`` unless the store holds a newer one for its breaker."""
+        ...
+
+    async def breaker_records(self) -> list[BreakerRecord]: ...
 
     async def close(self) -> None: ...
 

@@ -6,7 +6,7 @@ import base64
 
 import orjson
 
-from gateway.store.base import CheckpointRecord, EscalationItem, HandoffRecord
+from gateway.store.base import BreakerRecord, CheckpointRecord, EscalationItem, HandoffRecord, WebhookDelivery
 
 _BODIES = ("request_body", "upstream_body", "resolution_body")
 
@@ -47,3 +47,23 @@ def decode_checkpoint(blob: bytes | str) -> CheckpointRecord:
     fields = orjson.loads(blob)
     fields["body"] = None if fields["body"] is None else base64.b64decode(fields["body"])
     return CheckpointRecord(**fields)
+
+
+def encode_delivery(delivery: WebhookDelivery) -> bytes:
+    fields = {name: getattr(delivery, name) for name in WebhookDelivery.__slots__}
+    fields["body"] = delivery.body.decode()  # the webhook's JSON: UTF-8 text, kept readable in the store
+    return orjson.dumps(fields)
+
+
+def decode_delivery(blob: bytes | str) -> WebhookDelivery:
+    fields = orjson.loads(blob)
+    fields["body"] = fields["body"].encode()
+    return WebhookDelivery(**fields)
+
+
+def encode_breaker(record: BreakerRecord) -> bytes:
+    return orjson.dumps(record)
+
+
+def decode_breaker(blob: bytes | str) -> BreakerRecord:
+    return BreakerRecord(**orjson.loads(blob))

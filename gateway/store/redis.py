@@ -21,6 +21,7 @@ Keys (all under ``prefix``, default ``agw:``)::
     esc:<id> / esc:by-time / esc:status:<status>   escalation items, their order, and status sets
     ckpt:<key>                  STRING checkpoint: an in-flight claim expires with its lease (SET NX claims it
                                 atomically, the owner renews it), a stored answer with the checkpoint's TTL
+    outbox:*, breakers, dlq:stream        the webhook outbox, fleet breakers, DLQ stream (``redis_fleet.py``)
     changes                     pub/sub channel: "route" | "contract" | "policy" after every change
 
 When Redis is down every operation raises :class:`gateway.errors.StoreUnavailable` after a few quick
@@ -53,6 +54,7 @@ from gateway.store.base import (
     HandoffRecord,
     RunSummary,
     StoredDocument,
+    WebhookDelivery,
     translate_errors,
 )
 from gateway.store.codec import (
@@ -63,6 +65,7 @@ from gateway.store.codec import (
     encode_item,
     encode_record,
 )
+from gateway.store.redis_fleet import RedisFleet
 
 # ARGV[1]: the owner ("" releases any in-flight claim).
 _RELEASE_IN_FLIGHT = """
@@ -93,16 +96,13 @@ def _text(value: Any) -> str:
 
 
 @translate_errors(RedisError, OSError)
-class RedisStore:
+class RedisStore(RedisFleet):
     def __init__(self, url: str, *, prefix: str = "agw:", retention_seconds: float = 7 * 24 * 3600) -> None:
         self.failures: Counter[str] = Counter()
         retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2)
         self._redis: aioredis.Redis = aioredis.from_url(url, retry=retry)
         self._p = prefix
         self._retention = int(retention_seconds)
-
-    def _k(self, *parts: str) -> str:
-        return self._p + ":".join(parts)
 
     # -- routes ------------------------------------------------------------------------------------------
 
@@ -296,11 +296,15 @@ class RedisStore:
 
     # -- escalations -------------------------------------------------------------------------------------
 
-    async def add_escalation(self, item: EscalationItem) -> None:
+    async def add_escalation(self, item: EscalationItem, webhook: WebhookDelivery | None = None) -> None:
+        await self._ensure_dlq_group()
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(self._k("esc", item.id), encode_item(item))
         pipe.zadd(self._k("esc", "by-time"), {item.id: item.created_at})
         pipe.sadd(self._k("esc", "status", item.status), item.id)
+        self._stream_event(pipe, "escalation.created", item)
+        if webhook is not None:
+            self._queue_delivery(pipe, webhook)
         await pipe.execute()
 
     async def get_escalation(self, item_id: str) -> EscalationItem | None:
@@ -331,6 +335,7 @@ class RedisStore:
             pipe.srem(self._k("esc", "status", previous.status), item.id)
         pipe.set(self._k("esc", item.id), encode_item(item))
         pipe.sadd(self._k("esc", "status", item.status), item.id)
+        self._stream_event(pipe, f"escalation.{item.status}", item)
         await pipe.execute()
 
     async def count_escalations(self, status: str) -> int:

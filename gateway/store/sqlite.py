@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.config import RouteSpec
+from gateway.store import sqlite_fleet
 from gateway.store.base import (
     PRUNE_BATCH,
     ArtifactVersion,
+    BreakerRecord,
     CheckpointRecord,
     DocumentHead,
     EscalationItem,
@@ -31,6 +33,7 @@ from gateway.store.base import (
     HandoffRecord,
     RunSummary,
     StoredDocument,
+    WebhookDelivery,
     translate_errors,
 )
 from gateway.store.codec import decode_item, decode_record, encode_item
@@ -234,11 +237,17 @@ class SQLiteStore:
         )
         return [ArtifactVersion(*row) for row in rows]
 
-    async def add_escalation(self, item: EscalationItem) -> None:
-        await self._write(
-            "INSERT INTO escalations VALUES (?, ?, ?, ?, ?)",
-            (item.id, item.created_at, item.status, item.route, encode_item(item)),
-        )
+    async def add_escalation(self, item: EscalationItem, webhook: WebhookDelivery | None = None) -> None:
+        def insert(c: sqlite3.Connection) -> None:
+            with transaction(c):
+                c.execute(
+                    "INSERT INTO escalations VALUES (?, ?, ?, ?, ?)",
+                    (item.id, item.created_at, item.status, item.route, encode_item(item)),
+                )
+                if webhook is not None:
+                    sqlite_fleet.insert_delivery(c, webhook)
+
+        await self._run(insert)
 
     async def get_escalation(self, item_id: str) -> EscalationItem | None:
         row = await self._one("SELECT item FROM escalations WHERE id = ?", (item_id,))
@@ -304,6 +313,21 @@ class SQLiteStore:
             "DELETE FROM checkpoints WHERE key = ? AND state = 'in_flight' AND (? IS NULL OR owner = ?)",
             (key, owner, owner),
         )
+
+    async def claim_webhooks(self, owner: str, *, now: float, lease: float, limit: int) -> list[WebhookDelivery]:
+        return await self._run(lambda c: sqlite_fleet.claim(c, owner, now, lease, limit))
+
+    async def finish_webhook(self, delivery: WebhookDelivery, owner: str) -> bool:
+        return await self._run(lambda c: sqlite_fleet.finish(c, delivery, owner))
+
+    async def webhook_delivery(self, item_id: str) -> WebhookDelivery | None:
+        return await self._run(lambda c: sqlite_fleet.delivery_of(c, item_id))
+
+    async def put_breaker(self, record: BreakerRecord) -> None:
+        await self._run(lambda c: sqlite_fleet.put_breaker(c, record))
+
+    async def breaker_records(self) -> list[BreakerRecord]:
+        return await self._run(sqlite_fleet.breaker_records)
 
     async def close(self) -> None:
         self._closing.set()

@@ -63,6 +63,15 @@ CREATE TABLE IF NOT EXISTS escalations (
 );
 CREATE INDEX IF NOT EXISTS escalations_status ON escalations (status, created_at);
 CREATE INDEX IF NOT EXISTS escalations_time ON escalations (created_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY, item_id TEXT NOT NULL, status TEXT NOT NULL, next_at REAL NOT NULL, owner TEXT,
+    delivery BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_item ON outbox (item_id);
+CREATE TABLE IF NOT EXISTS breakers (
+    name TEXT PRIMARY KEY, at REAL NOT NULL, origin TEXT NOT NULL, record BLOB NOT NULL
+);
 """
 CHECKPOINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
