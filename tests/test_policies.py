@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import RunningGateway, start_gateway
 from gateway.outcomes import Verdict
-from gateway.policies.escalation import verify
+from gateway.policies.outbox import verify
 from tests.conftest import TOKEN, Upstream, contract, eventually, free_port, gateway_config, scripted
 
 FAST_RETRY = {"max_attempts": 3, "initial_backoff": 0.001, "max_backoff": 0.002}
@@ -231,7 +231,6 @@ async def escalated(
 ) -> AsyncIterator[Escalated]:  # fmt: skip
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
     gw = await make_gateway(gateway_config([{"name": "agent", "upstream": upstream.url}]))
-    gw.state.escalations._sleep = lambda _: asyncio.sleep(0)  # webhook backoff without waiting
     upstream.handler = scripted((200, {"result": 7}))
     pol = policy(escalation={"respond_status": 202, "webhook": {"url": webhook[0], "secret_env": "HOOK_SECRET"}})
     await setup(gw, {"failure_modes": {"response_invalid": "escalate"}}, pol)

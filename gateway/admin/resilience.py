@@ -20,6 +20,7 @@ from gateway.errors import AdminError
 from gateway.policies.breaker import COMMANDS, CircuitBreaker, State
 from gateway.policies.checkpoint import Checkpoints, request_digest
 from gateway.policies.escalation import EscalationClosed, EscalationNotFound, public_view, redacted_parts
+from gateway.policies.outbox import delivery_view
 from gateway.store.base import EscalationItem
 
 
@@ -43,7 +44,8 @@ BREAKER: Mapping[str, Any] = {
     "properties": {"name": {"type": "string"}, "state": {"enum": [s.value for s in State]},
                    "calls_in_window": {"type": "integer"}, "failure_rate": {"type": "number"},
                    "slow_call_rate": {"type": "number"},
-                   "consecutive_failures": {"type": "integer"}, "probes_in_flight": {"type": "integer"}},
+                   "consecutive_failures": {"type": "integer"}, "probes_in_flight": {"type": "integer"},
+                   "sharing": {"enum": ["sidecar", "fleet"]}, "fleet_view": {"enum": ["shared", "local", None]}},
 }  # fmt: skip
 ESCALATION: Mapping[str, Any] = {
     "type": "object",
@@ -110,10 +112,16 @@ async def list_dlq(request: web.Request) -> web.Response:
 
 
 async def get_dlq(request: web.Request) -> web.Response:
+    """The item, with its webhook's delivery (``webhook``: status, attempts, last error) when it has one."""
+    state = state_of(request)
     try:
-        return _view(await state_of(request).escalations.get(request.match_info["id"]))
+        item = await state.escalations.get(request.match_info["id"])
     except EscalationNotFound as exc:
         raise not_found(f"Escalation {request.match_info['id']!r}") from exc
+    view = public_view(item)
+    delivery = await state.store.webhook_delivery(item.id)
+    view["webhook"] = None if delivery is None else delivery_view(delivery)
+    return web.Response(body=orjson.dumps(view), content_type="application/json")
 
 
 async def _check_answer(state: GatewayState, item: EscalationItem, status: int, body: bytes) -> None:

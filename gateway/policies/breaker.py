@@ -23,6 +23,10 @@ probes) and rejects the rest. Only a command leaves a forced state. Entering any
 call counts as a failure when the caller says so (connect error, timeout, a listed 5xx, a response contract
 violation) and as slow when it took at least ``slow_call_seconds``. The clock is injected, so the transitions
 are tested without sleeping.
+
+With ``sharing: fleet`` a breaker also reports its transitions into ``open``, ``closed`` and the forced states
+to its :class:`Fleet` (``gateway/policies/fleet.py``), and :meth:`CircuitBreaker.adopt` applies the ones other
+gateways made; ``half_open`` is never shared (each gateway probes for itself).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.policies.document import Breaker
 
@@ -61,6 +66,25 @@ COMMANDS: Mapping[str, State] = {
 }
 
 
+#: The states a fleet-shared breaker tells the other gateways about.
+SHARED_STATES = frozenset({State.OPEN, State.CLOSED, State.FORCED_OPEN, State.FORCED_CLOSED})
+
+
+class Fleet(Protocol):
+    """Where fleet-shared breakers publish their transitions and learn the fleet's (``FleetBoard``)."""
+
+    @property
+    def synced(self) -> bool:
+        """Whether the last exchange with the store worked (else breakers decide locally until it does)."""
+        ...
+
+    def published(self, breaker: CircuitBreaker, *, manual: bool) -> None: ...
+
+    def joined(self, breaker: CircuitBreaker) -> None:
+        """A breaker was created (first use, or its policy changed): apply the fleet's newest transition."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     at: float
@@ -79,6 +103,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes_in_flight = 0
         self.transitions: list[tuple[State, State]] = []
+        self.fleet: Fleet | None = None
 
     # -- permission --------------------------------------------------------------------------------------
 
@@ -100,9 +125,13 @@ class CircuitBreaker:
 
     def retry_after(self) -> float:
         """Seconds until an OPEN breaker will admit probes (for ``Retry-After``)."""
+        return max(1.0, self.open_remaining())
+
+    def open_remaining(self) -> float:
+        """Seconds an OPEN breaker stays open (0 in any other state)."""
         if self.state is not State.OPEN:
-            return 1.0
-        return max(1.0, self.policy.wait_in_open_seconds - (self._clock() - self._opened_at))
+            return 0.0
+        return max(0.0, self.policy.wait_in_open_seconds - (self._clock() - self._opened_at))
 
     # -- outcomes ----------------------------------------------------------------------------------------
 
@@ -153,7 +182,7 @@ class CircuitBreaker:
 
     # -- transitions -------------------------------------------------------------------------------------
 
-    def _move(self, target: State, *, manual: bool = False) -> None:
+    def _move(self, target: State, *, manual: bool = False, share: bool = True) -> None:
         if not manual and (self.state, target) not in TRANSITIONS:
             raise RuntimeError(f"illegal breaker transition {self.state.value} → {target.value}")
         self.transitions.append((self.state, target))
@@ -163,6 +192,19 @@ class CircuitBreaker:
         self._probes_in_flight = 0
         if target is State.OPEN:
             self._opened_at = self._clock()
+        if share and self.fleet is not None and target in SHARED_STATES:
+            self.fleet.published(self, manual=manual)
+
+    def adopt(self, target: State, *, manual: bool, open_for: float = 0.0) -> None:
+        """Apply a transition another gateway shared (it is not published again). Only a command leaves a forced
+        state; an automatic ``closed`` leaves a closed breaker's own window alone; ``open`` lasts ``open_for``
+        seconds (what is left of the other gateway's wait), an ``open`` already being probed here opens again."""
+        forced = self.state in (State.FORCED_OPEN, State.FORCED_CLOSED)
+        if not manual and (forced or self.state is target is State.CLOSED):
+            return
+        self._move(target, manual=True, share=False)
+        if target is State.OPEN:
+            self._opened_at = self._clock() - self.policy.wait_in_open_seconds + open_for
 
     def command(self, name: str) -> None:
         """Apply an admin command (a key of :data:`COMMANDS`); raises ``KeyError`` for an unknown one."""
@@ -175,6 +217,8 @@ class CircuitBreaker:
             "name": self.name, "state": self.state.value, "calls_in_window": calls,
             "failure_rate": round(failure_rate, 4), "slow_call_rate": round(slow_rate, 4),
             "consecutive_failures": self._consecutive, "probes_in_flight": self._probes_in_flight,
+            "sharing": self.policy.sharing,
+            "fleet_view": None if self.fleet is None else "shared" if self.fleet.synced else "local",
         }  # fmt: skip
 
 
@@ -185,11 +229,16 @@ class BreakerRegistry:
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
+        self.fleet: Fleet | None = None
+        """Set by ``FleetBoard``: breakers whose policy says ``sharing: fleet`` join it."""
 
     def get(self, name: str, policy: Breaker) -> CircuitBreaker:
         breaker = self._breakers.get(name)
         if breaker is None or breaker.policy != policy:
             breaker = self._breakers[name] = CircuitBreaker(name, policy, self._clock)
+            if policy.sharing == "fleet" and self.fleet is not None:
+                breaker.fleet = self.fleet
+                self.fleet.joined(breaker)
         return breaker
 
     def find(self, name: str) -> CircuitBreaker | None:

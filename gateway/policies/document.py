@@ -75,13 +75,19 @@ class Breaker:
     slow_call_rate_threshold: float = 1.0
     wait_in_open_seconds: float = 30.0
     half_open_calls: int = 3
+    sharing: Literal["sidecar", "fleet"] = "sidecar"
+    """``fleet``: transitions to open, closed and the forced states are shared through the store with every
+    gateway on it (see ``gateway/policies/fleet.py``); each gateway still counts its own calls."""
 
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
     url: str
     secret_env: str | None = None
-    max_attempts: int = 5
+    max_attempts: int = 12
+    """Attempts 0.5 s apart, doubling up to 5 minutes between them (12: about 14 minutes in all)."""
+    give_up_after_seconds: float = 3600.0
+    """However many attempts are left, the delivery is marked failed this long after the escalation."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,18 +17,14 @@ public view shows that list as ``redacted`` so a person (and replay) knows what 
 
 The webhook gets ``{"event": "escalation.created", "escalation": {...}}``, signed with HMAC-SHA256 over
 ``"<timestamp>.<body>"`` in ``X-Agent-Gateway-Signature: t=<timestamp>,sha256=<hex>`` (the key comes from the
-environment variable the policy names), and is retried with exponential backoff until a 2xx or
-``max_attempts``. Notification runs in the background: a slow receiver never delays the caller.
+environment variable the policy names). It is written to the store's outbox with the item and delivered in the
+background, at least once, by any gateway on the store (``outbox.py``): a slow receiver never delays the
+caller, and a restart never loses it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import hashlib
-import hmac
-import logging
 import os
 import secrets
 import time
@@ -41,11 +37,9 @@ import orjson
 
 from gateway.jsonpointer import REDACTED, markers
 from gateway.policies.document import Webhook
-from gateway.store.base import EscalationItem, Store
+from gateway.policies.outbox import Outbox
+from gateway.store.base import EscalationItem, Store, WebhookDelivery
 
-log = logging.getLogger("agent_gateway.escalation")
-
-SIGNATURE_HEADER = "X-Agent-Gateway-Signature"
 OUTCOME_PATH = "/.well-known/agent-gateway/escalations/"
 _MARKER = orjson.dumps(REDACTED)
 
@@ -60,19 +54,6 @@ class EscalationClosed(ValueError):
 
 class EscalationNotStored(RuntimeError):
     """The dead-letter queue could not be written (store down or failing): the item does not exist."""
-
-
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},sha256={digest}"
-
-
-def verify(secret: bytes, header: str, body: bytes) -> bool:
-    """Check a signature header (what a webhook receiver does), in constant time."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    if "t" not in fields or "sha256" not in fields or not fields["t"].isdigit():
-        return False
-    return hmac.compare_digest(sign(secret, int(fields["t"]), body), header)
 
 
 def public_view(item: EscalationItem) -> dict[str, Any]:
@@ -116,66 +97,51 @@ def _decoded(raw: bytes) -> Any:
         return {"base64": base64.b64encode(raw).decode()}
 
 
+def webhook_delivery(item: EscalationItem, webhook: Webhook, now: float) -> WebhookDelivery:
+    """The outbox entry for ``item``: its body fixed now, its id (``Webhook-Id``) derived from the item's."""
+    body = orjson.dumps({"event": "escalation.created", "escalation": public_view(item)})
+    return WebhookDelivery(
+        id="msg_" + item.id.removeprefix("esc_"), item_id=item.id, url=webhook.url, body=body, created_at=now,
+        next_at=now, give_up_at=now + webhook.give_up_after_seconds, max_attempts=webhook.max_attempts,
+        secret_env=webhook.secret_env,
+    )  # fmt: skip
+
+
 class Escalations:
     def __init__(
-        self,
-        store: Store,
-        *,
-        clock: Callable[[], float] = time.time,
-        environ: Mapping[str, str] | None = None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
+        self, store: Store, *, clock: Callable[[], float] = time.time, environ: Mapping[str, str] | None = None
     ) -> None:
         self._store = store
         self._clock = clock
         self._environ = os.environ if environ is None else environ
-        self._sleep = sleep
         self.session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self.outbox: Outbox | None = None
         self._pending = 0
 
     async def bind(self, session: aiohttp.ClientSession) -> None:
-        """Use ``session`` for webhooks, and count the items still pending from earlier runs."""
+        """Use ``session`` for webhooks (start delivering the outbox), and count the items still pending from
+        earlier runs."""
         self.session = session
         self._pending = await self._store.count_escalations("pending")
+        self.outbox = Outbox(self._store, session, environ=self._environ, clock=self._clock)
+        self.outbox.start()
 
     def pending_count(self) -> int:
         """The dead-letter queue's depth (pending items), for the metrics."""
         return self._pending
 
     async def escalate(self, item: EscalationItem, webhook: Webhook | None) -> EscalationItem:
-        """Store ``item`` and notify; :class:`EscalationNotStored` when the store fails (no webhook then:
-        there is no item for a person to act on, and the caller is told to retry)."""
+        """Store ``item`` with its webhook in the outbox; :class:`EscalationNotStored` when the store fails (no
+        webhook then: there is no item for a person to act on, and the caller is told to retry)."""
+        delivery = None if webhook is None else webhook_delivery(item, webhook, self._clock())
         try:
-            await self._store.add_escalation(item)
+            await self._store.add_escalation(item, delivery)
         except Exception as exc:  # any backend's failure (Redis down, SQLite error) means the same here
             raise EscalationNotStored(f"escalation {item.id} could not be stored: {exc!r}") from exc
         self._pending += 1
-        if webhook is not None:
-            task = asyncio.create_task(self.notify(item, webhook), name=f"escalation-webhook-{item.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if delivery is not None and self.outbox is not None:
+            self.outbox.wake()
         return item
-
-    async def notify(self, item: EscalationItem, webhook: Webhook) -> bool:
-        """Deliver the webhook, retrying with backoff; returns whether a 2xx was received."""
-        assert self.session is not None, "bind() a client session first"
-        body = orjson.dumps({"event": "escalation.created", "escalation": public_view(item)})
-        secret = self._environ.get(webhook.secret_env, "") if webhook.secret_env else ""
-        for attempt in range(1, webhook.max_attempts + 1):
-            headers = {"Content-Type": "application/json", "X-Agent-Gateway-Event": "escalation.created"}
-            if secret:
-                headers[SIGNATURE_HEADER] = sign(secret.encode(), int(self._clock()), body)
-            try:
-                async with self.session.post(webhook.url, data=body, headers=headers) as resp:
-                    if 200 <= resp.status < 300:
-                        return True
-                    log.warning("escalation webhook answered %d (attempt %d)", resp.status, attempt)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("escalation webhook failed (attempt %d): %s", attempt, exc)
-            if attempt < webhook.max_attempts:
-                await self._sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
-        log.error("escalation %s: webhook gave up after %d attempts", item.id, webhook.max_attempts)
-        return False
 
     async def get(self, item_id: str) -> EscalationItem:
         item = await self._store.get_escalation(item_id)
@@ -202,10 +168,8 @@ class Escalations:
         return closed
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.outbox is not None:
+            await self.outbox.close()
 
 
 def new_item_id() -> str:
