@@ -264,6 +264,10 @@ class GatewayConfig(_Frozen):
     contract_dirs: tuple[Path, ...] = ()
     policy_dirs: tuple[Path, ...] = ()
     watch_interval: float = Field(2.0, ge=0, le=86400, description="seconds between scans of the dirs; 0 = off")
+    workers: int = Field(1, ge=1, le=64, description="data-plane processes sharing the port (SO_REUSEPORT, Linux)")
+    worker_poll_interval: float = Field(
+        1.0, gt=0, le=3600, description="with workers > 1: seconds between a worker's reads of changed tables"
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
