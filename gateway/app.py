@@ -28,6 +28,7 @@ from gateway.control.health import serve_health
 from gateway.control.routes import RouteRegistry
 from gateway.control.state import STATE, GatewayState
 from gateway.control.watch import DirectoryWatcher, register_dirs
+from gateway.dataplane.egress import serve_egress
 from gateway.dataplane.front import stamp
 from gateway.dataplane.listener import GuardedRunner
 from gateway.dataplane.proxy import Parts, Proxy
@@ -76,6 +77,8 @@ class RunningGateway:
     watcher: DirectoryWatcher | None = None
     """Applies changes to ``contract_dirs``/``policy_dirs`` while running (``None``: no such dirs)."""
     watching: asyncio.Task[None] | None = None
+    egress_runner: web.AppRunner | None = None
+    """The agent's outgoing calls (``gateway/dataplane/egress.py``); ``None`` without ``egress.port``."""
 
     @property
     def data_url(self) -> str:
@@ -88,6 +91,10 @@ class RunningGateway:
     @property
     def health_url(self) -> str | None:
         return None if self.health_runner is None else f"http://{LOOPBACK}:{_bound_port(self.health_runner)}"
+
+    @property
+    def egress_url(self) -> str | None:
+        return None if self.egress_runner is None else f"http://{LOOPBACK}:{_bound_port(self.egress_runner)}"
 
     def rescan(self) -> bool:
         """Read the document directories again now (``SIGHUP``); false when there are none to read."""
@@ -106,6 +113,8 @@ class RunningGateway:
                 await self.watching
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
+        if self.egress_runner is not None:  # before the data plane, whose cleanup closes the shared session
+            await self.egress_runner.cleanup()
         await self.data_runner.cleanup()
         if self.health_runner is not None:
             await self.health_runner.cleanup()
@@ -256,6 +265,7 @@ async def start_gateway(
         state.audit.start()
         unwind.push_async_callback(state.audit.close)
         data_runner = await _serve_data_plane(state, proxy, session, unwind)
+        egress_runner = await serve_egress(state, proxy, unwind)
         admin_runner, admin_port = await _serve_admin(state, insecure_admin, unwind)
         health_runner = await serve_health(state, unwind)
         unwind.pop_all()  # started: RunningGateway.close owns all of it now
@@ -263,6 +273,7 @@ async def start_gateway(
     running = RunningGateway(
         state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port, health_runner
     )
+    running.egress_runner = egress_runner
     watcher = DirectoryWatcher(
         ((state.contracts, config.contract_dirs), (state.policies, config.policy_dirs)), config.watch_interval
     )
