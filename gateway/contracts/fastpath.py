@@ -65,7 +65,7 @@ def fast_validator(schema: Any, resolve: Resolve) -> corvus.Validator | None:
     try:
         _walk(schema, resolve, root=True, seen=set())
         return corvus.compile(schema, assert_format=True, resolve_document=resolve)
-    except (_OutsideSubset, corvus.SchemaCompilationError, ValueError, TypeError):
+    except (_OutsideSubset, corvus.SchemaCompilationError, ValueError, TypeError, RecursionError):
         return None
 
 
