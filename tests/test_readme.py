@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -31,7 +32,17 @@ def _tutorial() -> str:
 
 
 def _blocks(section: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.DOTALL)
+    """The fenced blocks of ``section`` whose opening fence names ``language`` ("" for a bare fence)."""
+    fenced: list[tuple[str, list[str]]] = []
+    inside = False
+    for line in section.splitlines(keepends=True):
+        if line.startswith("```"):
+            if not inside:
+                fenced.append((line.strip().removeprefix("```"), []))
+            inside = not inside
+        elif inside:
+            fenced[-1][1].append(line)
+    return ["".join(lines) for name, lines in fenced if name == language]
 
 
 def _expected_lines(block: str) -> list[str]:
@@ -122,3 +133,50 @@ def test_the_tutorial_runs_as_written(served: tuple[Ports, dict[str, str]], tmp_
             assert shown.pop("trace_id")
             assert got == shown
     assert (tmp_path / "payload.json").exists(), "the dry run's payload comes from the tutorial itself"
+
+
+def _section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(title)
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def test_the_pipeline_example_is_the_test_file_that_runs_in_ci() -> None:
+    example = Path(__file__).with_name("test_readme_pipeline_example.py").read_text(encoding="utf-8")
+    shown = _blocks(_section("### `gateway.testing`"), "python")
+    assert shown == [example]
+
+
+def test_contracts_fuzz_catches_the_planted_bug_as_the_readme_shows(tmp_path: Path) -> None:
+    """The README's two commands (agent with the planted bug, then the fuzzer) and the report lines it quotes."""
+    section = _section("### `contracts fuzz`")
+    serve, fuzz = _blocks(section, "bash")[0].strip().splitlines()
+    shown = next(block for block in _blocks(section, "") if block.startswith("contracts fuzz"))
+    port = str(free_port())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    agent = subprocess.Popen(["bash", "-c", serve.removesuffix("&").replace("18704", port)], env=env)
+    try:
+        eventually_blocking(
+            lambda: socket.create_connection(("127.0.0.1", int(port)), timeout=1).close() is None,
+            within=30,
+            ignoring=(OSError,),
+            what="the planted writer is serving",
+        )
+        (tmp_path / "contracts").symlink_to(README.parent / "contracts")  # the command's relative --file
+        done = subprocess.run(
+            ["bash", "-c", fuzz.replace("18704", port)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=10)
+    assert done.returncode == 1, done.stdout + done.stderr
+    for line in ("FAILED: 1 contract breach(es)", '{"steps":[null],"topic":"\\u0080"}', '/draft required: "title"'):
+        assert line in shown
+        assert line in done.stdout
+    assert "<failure" in (tmp_path / "fuzz.xml").read_text(encoding="utf-8")
