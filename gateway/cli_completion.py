@@ -6,9 +6,9 @@ pydantic, OpenTelemetry). So the tree is walked once here (commands, options, wh
 their choices, which take a file) and emitted as a static script: Tab costs nothing but the shell, and a new
 verb or option is completed as soon as it is added to the parser, with nothing to keep in step by hand.
 
-bash gets a function driven by ``case`` tables; zsh gets the same function through ``bashcompinit`` (zsh's
-own bash-compatibility layer); fish gets native ``complete`` lines, with each verb's and option's help as the
-description.
+bash gets a function driven by ``case`` tables (its variables prefixed ``ag_``: zsh reserves ``commands``);
+zsh gets the same function through ``bashcompinit`` (zsh's own bash-compatibility layer); fish gets native
+``complete`` lines, with each verb's and option's help as the description.
 """
 
 from __future__ import annotations
@@ -71,18 +71,18 @@ _agent_gateway() {
         word="${COMP_WORDS[i]}"
         if ((skip)); then skip=0; continue; fi
         _agent_gateway_node "$path"
-        if [[ " $valued " == *" $word "* ]]; then skip=1
-        elif [[ $word != -* && " $commands " == *" $word "* ]]; then path="${path:+$path }$word"
+        if [[ " $ag_valued " == *" $word "* ]]; then skip=1
+        elif [[ $word != -* && " $ag_commands " == *" $word "* ]]; then path="${path:+$path }$word"
         fi
     done
     _agent_gateway_node "$path"
     if ((skip)); then
         _agent_gateway_value "$path" "$prev"
-        if [[ $value == FILE ]]; then COMPREPLY=($(compgen -f -- "$cur"))
-        else COMPREPLY=($(compgen -W "$value" -- "$cur")); fi
-    elif [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "$options" -- "$cur"))
-    elif [[ -n $commands ]]; then COMPREPLY=($(compgen -W "$commands" -- "$cur"))
-    elif ((files)); then COMPREPLY=($(compgen -f -- "$cur"))
+        if [[ $ag_value == FILE ]]; then COMPREPLY=($(compgen -f -- "$cur"))
+        else COMPREPLY=($(compgen -W "$ag_value" -- "$cur")); fi
+    elif [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "$ag_options" -- "$cur"))
+    elif [[ -n $ag_commands ]]; then COMPREPLY=($(compgen -W "$ag_commands" -- "$cur"))
+    elif ((ag_files)); then COMPREPLY=($(compgen -f -- "$cur"))
     fi
 }
 complete -F _agent_gateway agent-gateway
@@ -90,23 +90,23 @@ complete -F _agent_gateway agent-gateway
 
 
 def bash(tree: Mapping[str, Node]) -> str:
-    """``_agent_gateway_node PATH`` sets ``commands``, ``options``, ``valued`` and ``files``;
-    ``_agent_gateway_value PATH OPTION`` sets ``value`` to the option's choices, or ``FILE``."""
+    """``_agent_gateway_node PATH`` sets ``ag_commands``, ``ag_options``, ``ag_valued`` and ``ag_files``;
+    ``_agent_gateway_value PATH OPTION`` sets ``ag_value`` to the option's choices, or ``FILE``."""
     nodes, values = [], []
     for path, node in tree.items():
         flags = " ".join(flag for option in node.options for flag in option.flags)
-        nodes.append(f'        "{path}") commands="{" ".join(node.commands)}" options="{flags}" '
-                     f'valued="{" ".join(node.valued)}" files={int(node.files)};;')  # fmt: skip
+        nodes.append(f'        "{path}") ag_commands="{" ".join(node.commands)}" ag_options="{flags}" '
+                     f'ag_valued="{" ".join(node.valued)}" ag_files={int(node.files)};;')  # fmt: skip
         for option in node.options:
             if option.choices or option.file:
                 value = " ".join(option.choices) or "FILE"
-                values += [f'        "{path}|{flag}") value="{value}";;' for flag in option.flags]
+                values += [f'        "{path}|{flag}") ag_value="{value}";;' for flag in option.flags]
     return "\n".join([
         f"# {PROG} completion for bash: source it from ~/.bashrc, or save it as",
         f"# ~/.local/share/bash-completion/completions/{PROG}",
         "_agent_gateway_node() {", '    case "$1" in', *nodes,
-        '        *) commands="" options="" valued="" files=0;;', "    esac", "}",
-        "_agent_gateway_value() {", '    value=""', '    case "$1|$2" in', *values, "    esac", "}",
+        '        *) ag_commands="" ag_options="" ag_valued="" ag_files=0;;', "    esac", "}",
+        "_agent_gateway_value() {", '    ag_value=""', '    case "$1|$2" in', *values, "    esac", "}",
     ]) + BASH_DRIVER  # fmt: skip
 
 
