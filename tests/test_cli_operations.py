@@ -47,7 +47,7 @@ async def test_a_person_works_the_dlq_breakers_and_stats_from_the_command_line(
     assert "response_invalid" in out
     answer = tmp_path / "answer.json"
     answer.write_text(json.dumps({"result": "fixed by a person"}))
-    code, out, _ = await cli(gateway, "dlq", "resolve", item, str(answer), "--note", "checked")
+    code, out, _ = await cli(gateway, "dlq", "resolve", item, str(answer), "--note", "checked", "--json")
     assert (code, json.loads(out)["status"]) == (0, "resolved")
     code, out, _ = await cli(gateway, "dlq", "list", "--status", "resolved", "--json")
     assert [i["id"] for i in json.loads(out)["escalations"]] == [item]
@@ -55,12 +55,12 @@ async def test_a_person_works_the_dlq_breakers_and_stats_from_the_command_line(
     assert code == 2  # already resolved: the admin API's 409, in one line
     assert len(err.strip().splitlines()) == 1
 
-    code, out, _ = await cli(gateway, "breakers", "open", "route:agent")
+    code, out, _ = await cli(gateway, "breakers", "open", "route:agent", "--json")
     assert (code, json.loads(out)["state"]) == (0, "forced_open")
     code, out, _ = await cli(gateway, "breakers", "list")
     assert "route:agent" in out
     assert "forced_open" in out
-    code, out, _ = await cli(gateway, "breakers", "reset", "route:agent")
+    code, out, _ = await cli(gateway, "breakers", "reset", "route:agent", "--json")
     assert json.loads(out)["state"] == "closed"
 
     code, out, _ = await cli(gateway, "stats", "failures", "--window", "600")
