@@ -143,7 +143,7 @@ async def test_a_broken_file_changes_nothing_and_is_logged_with_its_path(
     gateway = await watched(make_gateway, agent, volume, watch_interval=0)
     assert gateway.watcher is not None
     broken = contract(id="agent.other", operation={"method": "POST", "path": "/other"}, request={"body": 7})
-    volume.update({"tasks.yaml": STRICTER, "other.yaml": broken})
+    volume.update({"tasks.yaml": STRICTER, "z-other.yaml": broken})  # read after the valid change
 
     with caplog.at_level(logging.ERROR, logger="agent_gateway.watch"):
         await gateway.watcher.scan()
@@ -152,15 +152,15 @@ async def test_a_broken_file_changes_nothing_and_is_logged_with_its_path(
     assert await versions(gateway) == [1]
     assert gateway.state.contracts.active_version("agent.other") is None
     (record,) = caplog.records
-    assert record.path == str(volume.path / "other.yaml")  # type: ignore[attr-defined]
+    assert record.path == str(volume.path / "z-other.yaml")  # type: ignore[attr-defined]
     assert "other.yaml" in record.getMessage()
     assert [e["pointer"] for e in record.errors] == ["/request/body"]  # type: ignore[attr-defined]
 
-    volume.update({"tasks.yaml": STRICTER, "other.yaml": "{not: [valid"})  # not even YAML
+    volume.update({"tasks.yaml": STRICTER, "z-other.yaml": "{not: [valid"})  # not even YAML
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="agent_gateway.watch"):
         await gateway.watcher.scan()
-    assert "other.yaml: not valid JSON or YAML" in caplog.records[0].getMessage()
+    assert "z-other.yaml: not valid JSON or YAML" in caplog.records[0].getMessage()
 
     volume.update({"tasks.yaml": STRICTER})  # the fix arrives: now the change applies
     await gateway.watcher.scan()
