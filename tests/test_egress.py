@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import RunningGateway
 from gateway.config import ConfigError, load_config
+from gateway.policies.escalation import OUTCOME_PATH
 from tests.conftest import TOKEN, Upstream, contract, gateway_config
 
 AGENT_A = "planner-a"
@@ -187,3 +188,17 @@ def test_the_agent_name_comes_from_the_environment_and_is_required_with_a_port()
         load_config(environ={"AGENT_GATEWAY_EGRESS__PORT": "8081"})
     with pytest.raises(ConfigError, match=re.escape("AGENT_GATEWAY_EGRESS__AGENT: egress.agent")):
         load_config(environ={**downward, "AGENT_GATEWAY_EGRESS__AGENT": "a\r\nX-Agent-Name: b"})
+
+
+async def test_an_escalated_call_is_polled_where_it_was_asked(
+    make_gateway: MakeGateway, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(
+        gateway_config(
+            [{"name": "agent", "upstream": upstream.url, "default": True}], egress={"port": 0, "agent": AGENT_A}
+        )
+    )
+    async with http.get(f"{gateway.egress_url}{OUTCOME_PATH}no-such-id") as answer:
+        problem = await answer.json(content_type=None)
+    assert (answer.status, problem["type"].rsplit("/", 1)[-1]) == (404, "not-found")
+    assert upstream.seen == []  # answered by the gateway, not relayed to the default route
