@@ -46,6 +46,7 @@ from gateway.policies.registry import PolicyRegistry
 from gateway.redaction import redactor_for
 from gateway.store.base import ChangeFeed, Store, cancel_requested
 from gateway.store.sqlite import SQLiteStore
+from gateway.workers import is_primary, worker_upkeep
 
 log = logging.getLogger("agent_gateway")
 
@@ -210,6 +211,8 @@ async def _serve_data_plane(
     data_app[STATE] = state
     if isinstance(state.store, ChangeFeed):
         data_app.cleanup_ctx.append(follow_store)
+    if config.workers > 1:  # tables changed by worker 0 (polled without a change feed), shared metric readings
+        data_app.cleanup_ctx.append(worker_upkeep)
     data_app.on_cleanup.append(close_session)
     data_app.on_response_prepare.append(stamp)
     data_app.router.add_get(OUTCOME_PATH + "{id}", escalation_outcome(state.escalations))
@@ -226,7 +229,9 @@ async def _serve_data_plane(
     )
     await data_runner.setup()
     unwind.push_async_callback(data_runner.cleanup)
-    await web.TCPSite(data_runner, config.listen.host, config.listen.port, reuse_address=True).start()
+    await web.TCPSite(
+        data_runner, config.listen.host, config.listen.port, reuse_address=True, reuse_port=config.workers > 1
+    ).start()
     return data_runner
 
 
@@ -266,8 +271,9 @@ async def start_gateway(
         unwind.push_async_callback(state.audit.close)
         data_runner = await _serve_data_plane(state, proxy, session, unwind)
         egress_runner = await serve_egress(state, proxy, unwind)
-        admin_runner, admin_port = await _serve_admin(state, insecure_admin, unwind)
-        health_runner = await serve_health(state, unwind)
+        primary = is_primary()  # with workers > 1, worker 0 alone serves admin, health and the watcher
+        admin_runner, admin_port = await _serve_admin(state, insecure_admin, unwind) if primary else (None, None)
+        health_runner = await serve_health(state, unwind) if primary else None
         unwind.pop_all()  # started: RunningGateway.close owns all of it now
     state.ready = True
     running = RunningGateway(
@@ -277,7 +283,7 @@ async def start_gateway(
     watcher = DirectoryWatcher(
         ((state.contracts, config.contract_dirs), (state.policies, config.policy_dirs)), config.watch_interval
     )
-    if watcher.active:
+    if watcher.active and primary:
         running.watcher = watcher
         running.watching = asyncio.create_task(watcher.run(), name="document-watcher")
     return running

@@ -50,6 +50,7 @@ from gateway.contracts.document import ContractDocumentError, load_document_text
 from gateway.errors import GatewayError
 from gateway.observability.logs import configure_logging
 from gateway.protocols.mcp_import import ImportFailed, contracts_from_tools, list_tools
+from gateway.workers import announce_ready, join_fleet, supervise
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,6 +81,8 @@ async def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, config.log_format)
     for warning in retired_variables(os.environ):
         logging.getLogger("agent_gateway").warning(warning)
+    if config.workers > 1 and not join_fleet():  # this process supervises; each worker runs this command again
+        return await supervise(config)
     try:
         gateway = await start_gateway(config, insecure_admin=args.insecure_admin)
     except _startup_errors() as exc:
@@ -89,6 +92,7 @@ async def _serve(args: argparse.Namespace) -> int:
         "serving data plane on %s:%d, admin API %s", config.listen.host, gateway.data_port,
         f"on {gateway.admin_url}" if gateway.admin_url else "disabled",
     )  # fmt: skip
+    announce_ready()  # a worker tells its supervisor
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
