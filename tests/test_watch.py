@@ -223,3 +223,24 @@ async def test_policy_dirs_are_watched_too(make_gateway: Make, agent: Upstream, 
 
 async def test_no_dirs_no_watcher(gateway: RunningGateway) -> None:
     assert (gateway.watcher, gateway.watching, gateway.rescan()) == (None, None, False)
+
+
+async def test_a_missing_directory_is_reported_once_and_read_when_it_appears(
+    make_gateway: Make, agent: Upstream, http: aiohttp.ClientSession, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    volume = ConfigMapVolume(tmp_path / "contracts", {"tasks.yaml": contract()})
+    gateway = await watched(make_gateway, agent, volume, watch_interval=0)
+    assert gateway.watcher is not None
+    moved = volume.path.rename(tmp_path / "elsewhere")
+
+    with caplog.at_level(logging.ERROR, logger="agent_gateway.watch"):
+        await gateway.watcher.scan()
+        await gateway.watcher.scan()
+
+    assert [r.path for r in caplog.records] == [str(volume.path)]  # type: ignore[attr-defined]
+    assert "No such file or directory" in caplog.records[0].getMessage()
+    moved.rename(volume.path)
+    volume.update({"tasks.yaml": STRICTER})
+    await gateway.watcher.scan()
+    assert await status_of(http, gateway, VALID) == 422

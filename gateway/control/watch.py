@@ -55,24 +55,34 @@ class BrokenFile(ContractDocumentError):
 
 def document_files(dirs: Sequence[Path]) -> list[Path]:
     """The document files of ``dirs`` in a stable order. Names starting with ``.`` are skipped: the kubelet's
-    ``..data``, ``..data_tmp`` and timestamped directories, and editors' swap files."""
-    return [
-        path
-        for directory in dirs
-        for path in sorted(directory.iterdir())
-        if path.suffix in DOCUMENT_SUFFIXES and not path.name.startswith(".")
-    ]
+    ``..data``, ``..data_tmp`` and timestamped directories, and editors' swap files. A directory that cannot be
+    listed (not mounted yet, removed) is a :class:`BrokenFile`."""
+    files = []
+    for directory in dirs:
+        try:
+            listing = sorted(directory.iterdir())
+        except OSError as exc:
+            raise BrokenFile(directory, exc) from exc
+        files += [path for path in listing if path.suffix in DOCUMENT_SUFFIXES and not path.name.startswith(".")]
+    return files
 
 
 def fingerprint(dirs: Sequence[Path]) -> Fingerprint:
-    """What a scan compares: each document file's name, inode, size and mtime (of the symlink's target)."""
+    """What a scan compares: each document file's name, inode, size and mtime (of the symlink's target); a
+    directory that cannot be listed counts as one entry, so its coming back is a change."""
     found = []
-    for path in document_files(dirs):
+    for directory in dirs:
         try:
-            stat = path.stat()
-        except FileNotFoundError:  # removed between the listing and the stat (or a dangling link)
+            files = document_files([directory])
+        except BrokenFile:
+            found.append((str(directory), -1, -1, -1))
             continue
-        found.append((str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        for path in files:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed between the listing and the stat (or a dangling link)
+                continue
+            found.append((str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns))
     return tuple(found)
 
 
