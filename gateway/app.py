@@ -27,7 +27,7 @@ from gateway.contracts.registry import ContractRegistry
 from gateway.control.health import serve_health
 from gateway.control.routes import RouteRegistry
 from gateway.control.state import STATE, GatewayState
-from gateway.control.watch import DirectoryWatcher, register_dirs
+from gateway.control.watch import DirectoryWatcher
 from gateway.dataplane.egress import serve_egress
 from gateway.dataplane.front import stamp
 from gateway.dataplane.listener import GuardedRunner
@@ -153,22 +153,25 @@ def open_store(config: GatewayConfig) -> Store:
     return SQLiteStore(config.store.path)
 
 
-async def _load_state(config: GatewayConfig, unwind: contextlib.AsyncExitStack) -> GatewayState:
+async def _load_state(
+    config: GatewayConfig, unwind: contextlib.AsyncExitStack
+) -> tuple[GatewayState, DirectoryWatcher]:
     store = open_store(config)
     unwind.push_async_callback(store.close)
     routes, contracts, policies = RouteRegistry(store), ContractRegistry(store), PolicyRegistry(store)
     await routes.load(config.routes)
-    for registry, dirs in ((contracts, config.contract_dirs), (policies, config.policy_dirs)):
-        await registry.load()
-        loaded = await register_dirs(registry, dirs)
-        if loaded:
-            log.info("registered %s documents from files: %s", registry.kind, ", ".join(loaded))
+    await contracts.load()
+    await policies.load()
+    watcher = DirectoryWatcher(
+        ((contracts, config.contract_dirs), (policies, config.policy_dirs)), config.watch_interval
+    )
+    await watcher.load()  # the files, registered where they differ from the versions in force; raises if broken
     metrics = Metrics()
     return GatewayState(
         config=config, store=store, routes=routes, contracts=contracts, policies=policies,
         audit=AuditLog(store, config.audit, on_drop=metrics.audit_dropped.inc), metrics=metrics,
         breakers=BreakerRegistry(), escalations=Escalations(store),
-    )  # fmt: skip
+    ), watcher  # fmt: skip
 
 
 def _build_proxy(state: GatewayState, session: aiohttp.ClientSession, provider: TracerProvider) -> Proxy:
@@ -261,7 +264,7 @@ async def start_gateway(
     tracer_provider: TracerProvider | None = None,
 ) -> RunningGateway:
     async with contextlib.AsyncExitStack() as unwind:  # a start that fails midway closes what it opened
-        state = await _load_state(config, unwind)
+        state, watcher = await _load_state(config, unwind)
         provider = tracer_provider or build_tracer_provider()
         session = new_session(config.timeouts)
         unwind.push_async_callback(session.close)
@@ -280,9 +283,6 @@ async def start_gateway(
         state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port, health_runner
     )
     running.egress_runner = egress_runner
-    watcher = DirectoryWatcher(
-        ((state.contracts, config.contract_dirs), (state.policies, config.policy_dirs)), config.watch_interval
-    )
     if watcher.active and primary:
         running.watcher = watcher
         running.watching = asyncio.create_task(watcher.run(), name="document-watcher")

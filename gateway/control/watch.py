@@ -133,12 +133,6 @@ async def apply_changed(registry: Registry, changed: Mapping[Path, Mapping[str, 
     return [f"{entry.id}@{entry.version}" for entry in stored]
 
 
-async def register_dirs(registry: Registry, dirs: Sequence[Path]) -> list[str]:
-    """Register, as one change, each document file whose version in force does not already hold it (start-up,
-    where a broken file stops the gateway instead: it has no table in force to keep serving)."""
-    return await apply_changed(registry, changed_documents(registry, await asyncio.to_thread(read_documents, dirs)))
-
-
 class DirectoryWatcher:
     """Polls the document directories of each registry and applies what changed (see the module docstring)."""
 
@@ -149,8 +143,6 @@ class DirectoryWatcher:
         self._ids: dict[str, dict[str, Path]] = {}
         self._wake = asyncio.Event()
         self._forced = False
-        self.scans = 0
-        """Completed scans (a test waits for the count to move instead of sleeping)."""
 
     @property
     def active(self) -> bool:
@@ -180,15 +172,21 @@ class DirectoryWatcher:
                           extra={"path": str(exc.path) if exc.path else None, "errors": exc.errors})  # fmt: skip
             except Exception:
                 log.exception("%s files not applied; retrying at the next scan", registry.kind)
-        self.scans += 1
 
-    async def _scan_one(self, registry: Registry, dirs: tuple[Path, ...], force: bool) -> None:
+    async def load(self) -> None:
+        """Start-up: register what the directories hold. A broken file raises :class:`BrokenFile` and the
+        gateway does not start: there is no table in force yet to keep serving."""
+        for registry, dirs in self._sources:
+            await self._scan_one(registry, dirs, force=True, starting=True)
+
+    async def _scan_one(self, registry: Registry, dirs: tuple[Path, ...], force: bool, starting: bool = False) -> None:
         before = await asyncio.to_thread(fingerprint, dirs)
         if not force and before == self._seen.get(registry.kind):
             return
         try:
             documents = await asyncio.to_thread(read_documents, dirs)
-            if await asyncio.to_thread(fingerprint, dirs) != before:
+            # at start-up what was read is applied all the same: the first scan then sees the change
+            if not starting and await asyncio.to_thread(fingerprint, dirs) != before:
                 log.info("%s files changed while being read; reading them again at the next scan", registry.kind)
                 return
             minted = await apply_changed(registry, changed_documents(registry, documents))
