@@ -192,7 +192,6 @@ async def test_a_removed_file_stays_in_force_with_a_warning(
     volume = ConfigMapVolume(tmp_path / "contracts", {"tasks.yaml": contract(), "other.yaml": other})
     gateway = await watched(make_gateway, agent, volume, watch_interval=0)
     assert gateway.watcher is not None
-    await gateway.watcher.scan()  # the watcher learns which file holds which id
     volume.update({"other.yaml": other})
 
     with caplog.at_level(logging.WARNING, logger="agent_gateway.watch"):
