@@ -5,10 +5,14 @@ a contract that ``$ref``s another's schema is fuzzed exactly as it is enforced. 
 (:data:`MAX_EXAMPLES`, :data:`MAX_SECONDS`) because the caller waits on one HTTP request; hypothesis runs in a
 worker thread and the requests are sent from the admin loop, which keeps serving meanwhile. The endpoint makes
 the gateway send requests to the URL it is given: that is why it sits behind the admin token like every other.
+At most :data:`gateway.fuzz.run.MAX_CONCURRENT_RUNS` runs at once per process (they share the fuzzer's threads);
+another is refused with a 429 and ``Retry-After`` rather than queued behind runs that may each take a minute.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from aiohttp import web
@@ -26,6 +30,36 @@ from gateway.outcomes import Verdict
 MAX_EXAMPLES = 200
 MAX_SECONDS = 30.0
 MISSING_EXTRAS = "fuzzing needs hypothesis and hypothesis-jsonschema: pip install 'agent-gateway[fuzz]'"
+
+
+class TooManyRuns(AdminError):
+    """Every fuzz slot of this process is taken; the caller retries once one of them is done."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(429, f"{limit} fuzz runs are already running.", kind="too-many-runs", title="Busy")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(int(MAX_SECONDS))}
+
+
+class _Slots:
+    """How many fuzz runs this process has in flight (one event loop, so a plain counter is enough)."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    @contextmanager
+    def claim(self, limit: int) -> Iterator[None]:
+        if self.taken >= limit:
+            raise TooManyRuns(limit)
+        self.taken += 1
+        try:
+            yield
+        finally:
+            self.taken -= 1
+
+
+SLOTS = _Slots()
 
 
 class FuzzRequest(BaseModel):
@@ -56,7 +90,8 @@ async def fuzz_contract(request: web.Request) -> web.Response:
     options = run.FuzzOptions(max_examples=body.max_examples, seconds=body.seconds, seed=body.seed,
                               near_valid=body.near_valid, timeout=body.timeout)  # fmt: skip
     try:
-        report = await run.run_fuzz(contract, body.against, options)
+        with SLOTS.claim(run.MAX_CONCURRENT_RUNS):
+            report = await run.run_fuzz(contract, body.against, options)
     except run.TargetUnreachable as exc:
         raise AdminError(502, str(exc), kind=Verdict.UPSTREAM_ERROR.value, title="Fuzz target unreachable") from exc
     except ValueError as exc:
@@ -73,6 +108,6 @@ ENDPOINTS = (
         body=FuzzRequest,
         response=FuzzReport,
         params={"id": contract_meta_schema()["properties"]["id"]},
-        errors=frozenset({501, 502}),
+        errors=frozenset({429, 501, 502}),
     ),
 )

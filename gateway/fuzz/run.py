@@ -10,17 +10,23 @@ minimal by construction.
 ``find`` is synchronous and sending is async: the search runs in a worker thread and hands each request to the
 event loop (:func:`asyncio.run_coroutine_threadsafe`), which keeps serving meanwhile (the admin API's loop, or
 the loopback agents of a test). Each distinct request is sent once: shrinking often retries one it has seen.
+The worker threads are the fuzzer's own (:data:`MAX_CONCURRENT_RUNS` of them), never the loop's default pool: a
+search waits in its thread as long as the agent takes to answer, and the default pool is where every SQLite
+store call runs, so searches there froze the store (and the data plane, the admin API, ``/readyz``) behind a
+silent agent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import jsonschema_rs
@@ -41,6 +47,10 @@ from gateway.outcomes import Verdict
 MAX_FAILURES = 3
 """Distinct failures searched for per run: enough to see that there is more than one bug, bounded."""
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
+MAX_CONCURRENT_RUNS = 2
+"""Runs that may search at once in one process: each holds one of the fuzzer's threads while it runs."""
+_SEARCH_THREADS = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_RUNS, thread_name_prefix="fuzz-search")
+T = TypeVar("T")
 Sent = Answer | Judgement
 """An answer, or the judgement that there was none (timeout, connection failure)."""
 
@@ -95,12 +105,19 @@ class _Campaign:
         self.exhausted = self.exhausted or time.monotonic() > self.deadline
         return self.exhausted
 
-    async def send(self, value: Any, kind: CaseKind) -> Sent:
-        """Send one request (each distinct one once); a transport failure is judged, never raised, except when
-        nothing has ever answered: then the target is unreachable."""
+    async def attempt(self, value: Any, kind: CaseKind) -> Sent | None:
+        """The answer to ``value``: the recorded one if it was sent before (also once the budget is spent: a
+        failure found just before the end is still replayed and reported), else a new one while the budget
+        lasts, else ``None``."""
         body = orjson.dumps(self.subject.envelope(value))
-        if body in self.answers:
-            return self.answers[body]
+        known = self.answers.get(body)
+        if known is not None or self.out_of_time():
+            return known
+        return await self._send(body, kind)
+
+    async def _send(self, body: bytes, kind: CaseKind) -> Sent:
+        """Send one request; a transport failure is judged, never raised, except when nothing has ever answered:
+        then the target is unreachable."""
         self.counts[kind] += 1
         request_headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         try:
@@ -138,20 +155,22 @@ class _Campaign:
 
     async def valid(self, kind: CaseKind, what: str, value: Any) -> None:
         """Send a valid request; record a failure unless an equal one (same signature) is already recorded."""
-        if self.out_of_time():
+        sent = await self.attempt(value, kind)
+        if sent is None:
             return
-        sent = await self.send(value, kind)
         judgement = self.judge(sent)
         if not judgement.ok and _signature(judgement) not in self.seen:
             self.seen.add(_signature(judgement))
             self.failures.append(self.case(kind, what, value, sent, judgement))
 
     def breaks(self, value: Any) -> bool:
-        """The search's condition, called in the worker thread: a new kind of failure?"""
-        if self.out_of_time():
+        """The search's condition, called in the worker thread: a new kind of failure? (Hypothesis replays the
+        failure it found and must get the same answer, or ``find`` raises ``FlakyFailure``: hence
+        :meth:`attempt`'s recorded answers outliving the budget.)"""
+        sent = asyncio.run_coroutine_threadsafe(self.attempt(value, "generated"), self.loop).result()
+        if sent is None:
             return False
-        future = asyncio.run_coroutine_threadsafe(self.send(value, "generated"), self.loop)
-        judgement = self.judge(future.result())
+        judgement = self.judge(sent)
         return not judgement.ok and _signature(judgement) not in self.seen
 
     def search(self, strategy: st.SearchStrategy[Any]) -> Any | None:
@@ -163,10 +182,8 @@ class _Campaign:
             return None
 
     async def near_valid(self, value: Any, what: str) -> None:
-        if self.out_of_time():
-            return
-        sent = await self.send(value, "near-valid")
-        if isinstance(sent, Answer) and self.subject.refused(sent):
+        sent = await self.attempt(value, "near-valid")
+        if sent is None or (isinstance(sent, Answer) and self.subject.refused(sent)):
             return
         violations = self.subject.violations(value)
         status = f"with {sent.status}" if isinstance(sent, Answer) else f"with no answer ({sent.reason})"
@@ -186,26 +203,31 @@ def _member_minimal(seed: int) -> Callable[[Any], Any]:
     return simplest
 
 
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in one of the fuzzer's own threads (see the module's docstring for why not the default)."""
+    return await asyncio.get_running_loop().run_in_executor(_SEARCH_THREADS, functools.partial(fn, *args))
+
+
 async def run_fuzz(contract: CompiledContract, target: str, options: FuzzOptions) -> FuzzReport:
     """Fuzz the agent at ``target`` (the operation's path is appended) against ``contract``. Raises
     ``ValueError`` when the contract has nothing to fuzz or its request schema cannot be generated from, and
     :class:`TargetUnreachable` when the first request finds nobody listening."""
     subject = Subject(contract)
     strategy = valid_values(subject.schema, subject.accepts)
-    base = await asyncio.to_thread(minimal, strategy, options.seed)
+    base = await _in_thread(minimal, strategy, options.seed)
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=options.timeout)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as client:
         campaign = _Campaign(subject, target, options, client)
         await campaign.valid("boundary", "the minimal valid request", base)
         for _ in range(MAX_FAILURES):
-            found = await asyncio.to_thread(campaign.search, strategy)
-            if found is None or campaign.out_of_time():
+            found = await _in_thread(campaign.search, strategy)
+            if found is None:
                 break
             await campaign.valid("generated", "shrunk by hypothesis", found)
-        edges = await asyncio.to_thread(
-            boundary_cases, subject.schema, base, _member_minimal(options.seed), subject.accepts
-        )
+            if campaign.out_of_time():
+                break
+        edges = await _in_thread(boundary_cases, subject.schema, base, _member_minimal(options.seed), subject.accepts)
         for edge in edges:
             await campaign.valid("boundary", edge.what, edge.value)
         if options.near_valid != "off":
