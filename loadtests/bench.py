@@ -128,7 +128,7 @@ def run_bare_proxy(port: int, upstream: str) -> None:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.cleanup_ctx.append(start)
     app.router.add_route("*", "/{tail:.*}", handle)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)  # --workers N
 
 
 def run_client(url: str, body: bytes, seconds: float, connections: int) -> dict[str, float]:
@@ -285,6 +285,8 @@ def gateway_config(
 
 
 def run_all(args: argparse.Namespace) -> int:
+    import bench_workers  # --workers N; imports this module, so not at the top
+
     workdir = Path(tempfile.mkdtemp(prefix="agent-gateway-bench-"))
     up_port, bare_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
@@ -324,7 +326,10 @@ def run_all(args: argparse.Namespace) -> int:
             for rate in args.open_loop
             for name in ("direct", "bare proxy", "defaults")
         ]
+        scaled = bench_workers.measure_workers(args, workdir, upstream) if args.workers > 1 else []
     print_table(rows, args)
+    if scaled:
+        bench_workers.print_workers(rows + scaled, args)
     if opened:
         print_open_loop(opened, args)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -456,6 +461,10 @@ def main() -> int:
         help="also drive direct, bare and the shipped defaults at these fixed rates (req/s), e.g. 250 500",
     )  # fmt: skip
     parser.add_argument("--loader", choices=("wrk", "aiohttp"), default="wrk" if shutil.which("wrk") else "aiohttp")
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="also run N bare proxies on one port and the shipped gateway with workers: N (SO_REUSEPORT)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.seconds = 4.0
