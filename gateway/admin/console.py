@@ -5,6 +5,10 @@ token); every data call the page makes carries the admin token, which the login 
 (never in a URL, so it reaches no log or ``Referer``). The files ship inside the package and are read once, at
 import, into a fixed table: a request can only name a file that is in it, so no path reaches the file system.
 
+Everything else the console reads (``/console/settings`` and the admin API's data: contracts, payloads, run
+timelines) is sent with ``Cache-Control: no-store`` and ``nosniff``: no browser profile or proxy between the
+operator and the admin port may keep it, whichever client asked (:func:`keep_data_out_of_caches`).
+
 Payloads shown by the console are attacker-controlled, so the page never builds HTML from data, and every
 console response carries a Content-Security-Policy that only runs this origin's own scripts: an injected
 ``<script>`` or inline handler would not execute even if escaping failed somewhere.
@@ -29,6 +33,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+DATA_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def _load_assets(directory: Path) -> dict[str, tuple[bytes, str]]:
@@ -67,8 +72,16 @@ async def settings(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json", headers=SECURITY_HEADERS)
 
 
+async def keep_data_out_of_caches(request: web.Request, response: web.StreamResponse) -> None:
+    """Every admin answer but the public console files is data: never stored (``on_response_prepare`` hook)."""
+    if request.path not in PUBLIC_PATHS:
+        response.headers.update(DATA_HEADERS)
+
+
 def mount(app: web.Application) -> None:
-    """Add the console's routes to the admin app (``PUBLIC_PATHS`` must be exempt from its token check)."""
+    """Add the console's routes to the admin app (``PUBLIC_PATHS`` must be exempt from its token check), and
+    keep the data it reads out of caches."""
+    app.on_response_prepare.append(keep_data_out_of_caches)
     app.router.add_get("/console", redirect_to_index)
     app.router.add_get("/console/", serve_asset)
     app.router.add_get("/console/settings", settings)

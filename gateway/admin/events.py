@@ -10,7 +10,10 @@ tab read the whole audit trail every half second.
 The endpoint sits behind the admin token like every data call. Browsers cannot set headers on ``EventSource``,
 so the console reads the stream with ``fetch()`` and a ``ReadableStream`` reader, keeping the token out of URLs.
 When the admin app shuts down, every stream ends at once (an ``on_shutdown`` hook), so a console left open never
-holds the gateway's exit for aiohttp's shutdown timeout.
+holds the gateway's exit for aiohttp's shutdown timeout: that includes a stream blocked writing to a client that
+stopped reading (the admin listener closes first, so its 60 s wait postponed the data plane's drain past a pod's
+grace period). Such a client is also dropped after :data:`WRITE_TIMEOUT`, and at most :data:`MAX_STREAMS` streams
+are open at once (each polls the store twice a second); another is refused with a 429 problem.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.common import state_of
-from gateway.errors import StoreUnavailable
+from gateway.errors import GatewayError, StoreUnavailable
 from gateway.store.base import EscalationItem, HandoffRecord, RunSummary, Store
 
 log = logging.getLogger("agent_gateway.admin.events")
@@ -41,8 +44,32 @@ MAX_RUN_READS = 5
 """Changed runs whose timeline one tick reads; the rest are read on the following ticks."""
 MAX_HANDOFF_EVENTS = 50
 DLQ_WINDOW = 50
+MAX_STREAMS = 16
+"""Streams open at once per admin listener: a console tab needs one, a busy team a handful."""
+WRITE_TIMEOUT = KEEPALIVE_INTERVAL
+"""Seconds a client may take to accept one write before its stream is dropped (it stopped reading)."""
 
-STOPPING = web.AppKey("events_stopping", asyncio.Event)
+
+class TooManyStreams(GatewayError):
+    """Every stream slot is taken: the client retries after a keep-alive interval (a tab was probably closed)."""
+
+    status = 429
+    kind = "too-many-streams"
+    title = "Too many event streams"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(int(KEEPALIVE_INTERVAL))}
+
+
+@dataclass(slots=True)
+class Streams:
+    """The admin app's open streams and its shutdown signal."""
+
+    stopping: asyncio.Event
+    open: int = 0
+
+
+STREAMS = web.AppKey("events_streams", Streams)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,20 +170,49 @@ async def _next_frames(watcher: Watcher) -> bytes:
         return Event("problem", exc.problem(None)).encode()
 
 
+async def _delivered(
+    request: web.Request, response: web.StreamResponse, frames: bytes, stopping: asyncio.Event
+) -> bool:
+    """Write ``frames``; ``False`` (and the connection aborted) if the app stops or the client does not take them
+    within :data:`WRITE_TIMEOUT`: ``write`` waits for the client to drain, which a stalled reader never does."""
+    write, stop = asyncio.ensure_future(response.write(frames)), asyncio.ensure_future(stopping.wait())
+    await asyncio.wait((write, stop), timeout=WRITE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if write.done():
+        write.result()
+        return True
+    write.cancel()
+    if request.transport is not None:
+        request.transport.abort()
+    log.info("events client dropped: it took no data for %g s or the gateway is stopping", WRITE_TIMEOUT)
+    return False
+
+
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """``GET /events``: a ``ready`` event once the baseline is taken, then what changes, until either side stops."""
-    state, stopping = state_of(request), request.app[STOPPING]
+    streams = request.app[STREAMS]
+    if streams.open >= MAX_STREAMS:
+        raise TooManyStreams(f"{MAX_STREAMS} event streams are open; close one (a console tab) or retry.")
+    streams.open += 1
+    try:
+        return await _stream(request, streams.stopping)
+    finally:
+        streams.open -= 1
+
+
+async def _stream(request: web.Request, stopping: asyncio.Event) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
-    watcher = Watcher(state.store)
+    watcher = Watcher(state_of(request).store)
     frames = await _next_frames(watcher) + Event("ready", {"poll_interval": POLL_INTERVAL}).encode()
     quiet = 0.0
     try:
-        while not stopping.is_set():
+        while not stopping.is_set() and _connected(request):
             if frames or quiet >= KEEPALIVE_INTERVAL:
-                await response.write(frames or b": keep-alive\n\n")
+                if not await _delivered(request, response, frames or b": keep-alive\n\n", stopping):
+                    break
                 quiet = 0.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), POLL_INTERVAL)
@@ -167,13 +223,18 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _connected(request: web.Request) -> bool:
+    """Whether the client is still there: a closed tab frees its slot at the next tick, not the next keep-alive."""
+    return request.transport is not None and not request.transport.is_closing()
+
+
 async def _stop_streams(app: web.Application) -> None:
-    app[STOPPING].set()
+    app[STREAMS].stopping.set()
 
 
 def mount(app: web.Application) -> None:
     """Serve ``GET /events`` on the admin app, ended by the app's shutdown. Not in the OpenAPI document: a
     stream that never ends is not a response a generated client (or the schemathesis run) can wait for."""
-    app[STOPPING] = asyncio.Event()
+    app[STREAMS] = Streams(asyncio.Event())
     app.on_shutdown.append(_stop_streams)
     app.router.add_get("/events", stream_events)
