@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
+from gateway.contracts import validation
 from gateway.contracts.registry import SchemaResources
 from gateway.contracts.validation import NO_VIOLATIONS, CompiledSchema, check_payload, parse_json_payload
 from tests.conftest import Upstream, contract
@@ -316,3 +318,39 @@ async def test_valid_handoffs_through_the_gateway_trigger_no_collection_storm(
         gc.callbacks.remove(count)
     assert one_parse >= 5
     assert len(young) < 10 * one_parse, (len(young), one_parse)
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """The checking pool, counting what is handed to it (which thread a check runs on is the behaviour here)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_a_big_valid_body_the_fast_path_vouches_for_stays_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``offload_bytes`` only a body that must be parsed (invalid, or wanted as a document) goes to the pool:
+    handing a valid 100 KiB body to a thread cost more than checking its bytes."""
+    pool = _CountingPool()
+    monkeypatch.setattr(validation, "_CHECKS", pool)
+    compiled = validation.CompiledContract.__new__(validation.CompiledContract)
+    schema = CompiledSchema({"type": "array", "items": {"type": "string"}})
+    assert schema.has_fast_path
+    valid, invalid = orjson.dumps(["x" * 100] * 1000), orjson.dumps(["x" * 100] * 999 + [1])
+
+    async def check(body: bytes, *, keep: bool) -> Any:
+        return await compiled.check_response_off_loop(schema, body, "application/json", None, 5, 64 * 1024, keep=keep)
+
+    try:
+        assert await check(valid, keep=False) == (None, NO_VIOLATIONS)
+        assert pool.submitted == 0
+        assert (await check(valid, keep=True))[1] == NO_VIOLATIONS  # the document is wanted: parsed in the pool
+        assert pool.submitted == 1
+        _, (violations, total) = await check(invalid, keep=False)
+        assert (total, violations[0].pointer, pool.submitted) == (1, "/999", 2)
+    finally:
+        pool.shutdown()
