@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.config import RouteSpec
-from gateway.store import sqlite_fleet
 from gateway.store.base import (
     PRUNE_BATCH,
     ArtifactVersion,
@@ -38,6 +37,7 @@ from gateway.store.base import (
 )
 from gateway.store.codec import decode_item, decode_record, encode_item
 from gateway.store.sqlite_audit import append, failure_counts, prune_artifacts_batch, prune_batch, prune_cutoff
+from gateway.store.sqlite_fleet import breaker_records, claim, delivery_of, finish, insert_delivery, put_breaker
 from gateway.store.sqlite_schema import (
     CHECKPOINT_COLUMNS,
     checkpoints_path,
@@ -245,7 +245,7 @@ class SQLiteStore:
                     (item.id, item.created_at, item.status, item.route, encode_item(item)),
                 )
                 if webhook is not None:
-                    sqlite_fleet.insert_delivery(c, webhook)
+                    insert_delivery(c, webhook)
 
         await self._run(insert)
 
@@ -315,19 +315,19 @@ class SQLiteStore:
         )
 
     async def claim_webhooks(self, owner: str, *, now: float, lease: float, limit: int) -> list[WebhookDelivery]:
-        return await self._run(lambda c: sqlite_fleet.claim(c, owner, now, lease, limit))
+        return await self._run(lambda c: claim(c, owner, now, lease, limit))
 
     async def finish_webhook(self, delivery: WebhookDelivery, owner: str) -> bool:
-        return await self._run(lambda c: sqlite_fleet.finish(c, delivery, owner))
+        return await self._run(lambda c: finish(c, delivery, owner))
 
     async def webhook_delivery(self, item_id: str) -> WebhookDelivery | None:
-        return await self._run(lambda c: sqlite_fleet.delivery_of(c, item_id))
+        return await self._run(lambda c: delivery_of(c, item_id))
 
     async def put_breaker(self, record: BreakerRecord) -> None:
-        await self._run(lambda c: sqlite_fleet.put_breaker(c, record))
+        await self._run(lambda c: put_breaker(c, record))
 
     async def breaker_records(self) -> list[BreakerRecord]:
-        return await self._run(sqlite_fleet.breaker_records)
+        return await self._run(breaker_records)
 
     async def close(self) -> None:
         self._closing.set()
