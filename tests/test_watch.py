@@ -243,3 +243,18 @@ async def test_a_missing_directory_is_reported_once_and_read_when_it_appears(
     volume.update({"tasks.yaml": STRICTER})
     await gateway.watcher.scan()
     assert await status_of(http, gateway, VALID) == 422
+
+
+async def test_a_change_python_calls_equal_is_a_change(make_gateway: Make, agent: Upstream, tmp_path: Path) -> None:
+    """``1 == True`` in Python; ``{"const": 1}`` and ``{"const": true}`` are different schemas."""
+    one = contract(request={"body": {"type": "object", "properties": {"flag": {"const": 1}}}})
+    volume = ConfigMapVolume(tmp_path / "contracts", {"tasks.yaml": one})
+    gateway = await watched(make_gateway, agent, volume, watch_interval=0)
+    assert gateway.watcher is not None
+    volume.update(
+        {"tasks.yaml": contract(request={"body": {"type": "object", "properties": {"flag": {"const": True}}}})}
+    )
+
+    await gateway.watcher.scan()
+
+    assert await versions(gateway) == [1, 2]

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.contracts.checked import content_digest
 from gateway.contracts.document import ContractDocumentError, load_document_file
 from gateway.control.versioning import VersionedRegistry
 
@@ -99,11 +100,12 @@ def read_documents(dirs: Sequence[Path]) -> dict[Path, dict[str, Any]]:
 
 
 def changed_documents(registry: Registry, documents: Mapping[Path, Mapping[str, Any]]) -> dict[Path, Any]:
-    """The documents whose version in force (if any) differs from the file."""
+    """The documents whose version in force (if any) differs from the file, as the registry compares them."""
     changed = {}
     for path, document in documents.items():
         active = registry.active_spec(str(document.get("id")))
-        if active is None or dict(active.raw) != document:
+        digest = content_digest(document)  # canonical JSON: to Python 1 == 1.0 == True, not to a schema
+        if active is None or digest is None or content_digest(active.raw) != digest:
             changed[path] = document
     return changed
 
