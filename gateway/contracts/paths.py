@@ -12,6 +12,24 @@ from functools import lru_cache
 from urllib.parse import unquote
 
 _PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def unmatchable(template: str) -> str | None:
+    """Why no request could ever be governed by ``template``, or ``None``.
+
+    Templates are compared with the path as the agent reads it (:func:`gateway.dataplane.target.contract_path`):
+    decoded, without ``;parameters``, dot-segments resolved. A literal segment spelled any other way matches
+    nothing, and a contract nothing matches is a contract never enforced: registration refuses it instead."""
+    for segment in template.split("/"):
+        if segment in (".", ".."):
+            return f"the dot-segment {segment!r} is resolved away before matching; write the path without it"
+        if ";" in segment:
+            return f"segment {segment!r}: ';parameters' are removed before matching; leave them out"
+        escape = _ESCAPE.search(segment)
+        if escape is not None:
+            return f"segment {segment!r}: paths are matched decoded; write {escape.group()!r} as the character"
+    return None
 
 
 class PathTemplate:

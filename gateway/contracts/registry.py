@@ -23,7 +23,7 @@ from gateway.contracts.bindings import Bindings, RpcKey, describe
 from gateway.contracts.checked import CheckedDigests, content_digest
 from gateway.contracts.document import ContractDocumentError, ContractSpec, parse_contract
 from gateway.contracts.matcher import TemplateIndex
-from gateway.contracts.paths import PathTemplate, path_template
+from gateway.contracts.paths import PathTemplate, path_template, unmatchable
 from gateway.contracts.validation import CompiledContract, compile_contract
 from gateway.control.versioning import DocumentConflict, DocumentNotFound, VersionedRegistry
 from gateway.store.base import Store
@@ -230,6 +230,18 @@ class ContractRegistry(VersionedRegistry[ContractSpec, ContractTable]):
         spec = parse_contract(document)
         self._checked.add(digest)
         return spec
+
+    def precheck(self, active: Active, changed: Collection[str]) -> None:
+        """A registration's checks: overlapping bindings (409) first, then a template no request path can match
+        (:func:`~gateway.contracts.paths.unmatchable`, 400): such a contract would be in force and never
+        enforced. Only new documents: a stored one in force keeps loading (it matches nothing, as it did)."""
+        super().precheck(active, changed)
+        for doc_id in changed:
+            spec = active[doc_id][0]
+            reason = unmatchable(spec.operation.path)
+            if reason is not None:
+                message = f"contract {spec.id!r}: no request path can match {spec.operation.path!r}"
+                raise ContractDocumentError(message, [{"pointer": "/operation/path", "message": reason}])
 
     def parse_stored(self, document: Mapping[str, Any]) -> ContractSpec:
         """A stored document was checked when it was registered: only its typed form is made (and compiled)."""
