@@ -42,6 +42,7 @@ from gateway.observability.telemetry import build_tracer_provider, propagator, t
 from gateway.policies.breaker import BreakerRegistry
 from gateway.policies.checkpoint import Checkpoints
 from gateway.policies.escalation import OUTCOME_PATH, Escalations
+from gateway.policies.fleet import FleetBoard
 from gateway.policies.registry import PolicyRegistry
 from gateway.redaction import redactor_for
 from gateway.store.base import ChangeFeed, Store, cancel_requested
@@ -80,6 +81,8 @@ class RunningGateway:
     watching: asyncio.Task[None] | None = None
     egress_runner: web.AppRunner | None = None
     """The agent's outgoing calls (``gateway/dataplane/egress.py``); ``None`` without ``egress.port``."""
+    fleet: FleetBoard | None = None
+    """Shares ``breaker.sharing: fleet`` transitions through the store (``gateway/policies/fleet.py``)."""
 
     @property
     def data_url(self) -> str:
@@ -120,6 +123,8 @@ class RunningGateway:
         if self.health_runner is not None:
             await self.health_runner.cleanup()
         await self.state.audit.close()
+        if self.fleet is not None:  # its last writes need the store
+            await self.fleet.close()
         await self.state.store.close()
         self.tracer_provider.shutdown()
 
@@ -269,6 +274,9 @@ async def start_gateway(
         session = new_session(config.timeouts)
         unwind.push_async_callback(session.close)
         await state.escalations.bind(session)
+        fleet = FleetBoard(state.store, state.breakers)
+        fleet.start()
+        unwind.push_async_callback(fleet.close)
         proxy = _build_proxy(state, session, provider)
         state.audit.start()
         unwind.push_async_callback(state.audit.close)
@@ -283,6 +291,7 @@ async def start_gateway(
         state, proxy, data_runner, admin_runner, provider, _bound_port(data_runner), admin_port, health_runner
     )
     running.egress_runner = egress_runner
+    running.fleet = fleet
     if watcher.active and primary:
         running.watcher = watcher
         running.watching = asyncio.create_task(watcher.run(), name="document-watcher")

@@ -1,4 +1,4 @@
-"""Fleet-wide circuit breakers: two gateways on one real redis-server, each with its FleetBoard.
+"""Fleet-wide circuit breakers: two gateways on one real redis-server, each with the FleetBoard it starts with.
 
 A dead agent trips one sidecar's breaker; the other sidecar's next request fails fast (503 ``breaker_open``)
 without calling the agent. Admin commands apply fleet-wide, and a store outage leaves every breaker working
@@ -7,7 +7,7 @@ on local state (never a failed request), saying so in its snapshot and the store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -15,35 +15,16 @@ import pytest
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
-from gateway.policies.fleet import FleetBoard
 from tests.conftest import TOKEN, RedisServer, Upstream, contract, eventually, gateway_config, scripted
 
 BREAKER = "route:agent"
 POLICY = {"id": "p", "attach": {"route": "agent"},
           "breaker": {"sharing": "fleet", "consecutive_failures": 2, "wait_in_open_seconds": 60}}  # fmt: skip
-Share = Callable[[RunningGateway], FleetBoard]
-
-
-@pytest.fixture
-async def share() -> AsyncIterator[Share]:
-    """Connect a gateway's breakers to its store (what ``start_gateway`` is to do: see the report)."""
-    boards: list[FleetBoard] = []
-
-    def connect(gw: RunningGateway) -> FleetBoard:
-        board = FleetBoard(gw.state.store, gw.state.breakers)
-        board.start()
-        boards.append(board)
-        return board
-
-    yield connect
-    for board in boards:
-        await board.close()
 
 
 @pytest.fixture
 async def pair(
-    redis_server: RedisServer, make_gateway: Callable[..., Awaitable[RunningGateway]], upstream: Upstream,
-    share: Share,
+    redis_server: RedisServer, make_gateway: Callable[..., Awaitable[RunningGateway]], upstream: Upstream
 ) -> tuple[RunningGateway, RunningGateway]:  # fmt: skip
     """Two sidecars on one Redis in front of one agent, each having used the breaker once (closed)."""
     config = gateway_config(
@@ -53,9 +34,7 @@ async def pair(
     async with AdminClient(first.admin_url, TOKEN) as admin:
         await admin.request("PUT", "/contracts/agent.tasks", body=contract(responses={}))
         await admin.request("PUT", "/policies/p", body=POLICY)
-    second = await make_gateway(config)
-    for gw in (first, second):
-        share(gw)
+    second = await make_gateway(config)  # each shares its breakers through the store as start_gateway wires it
     upstream.handler = scripted((200, {"result": "ok"}))
     async with aiohttp.ClientSession() as http:
         for gw in (first, second):

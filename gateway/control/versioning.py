@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from gateway.contracts.checked import content_digest
 from gateway.contracts.document import ContractDocumentError
 from gateway.store.base import DocumentHead, Store, StoredDocument
 
@@ -209,10 +210,12 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
         return None if entry is None else entry[0].raw
 
     def _unchanged(self, document: Mapping[str, Any]) -> bool:
-        """Whether ``document`` is, member for member, the version in force of its id."""
+        """Whether ``document`` is, member for member, the version in force of its id. Compared as canonical JSON,
+        not with ``==``: Python says ``0 == False`` and ``1 == 1.0``, JSON Schema does not (``{"schema": 0}`` is
+        no schema at all and must be refused, not taken for a stored ``false``)."""
         doc_id = document.get("id")
         entry = self._active.get(doc_id) if isinstance(doc_id, str) else None
-        return entry is not None and dict(entry[0].raw) == dict(document)
+        return entry is not None and content_digest(entry[0].raw) == content_digest(document) is not None
 
     async def activate(self, doc_id: str, version: int) -> None:
         async with self._lock:
