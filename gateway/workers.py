@@ -185,7 +185,8 @@ class Supervisor:
         while True:
             process = self._processes[index]
             status = await process.wait()
-            mark_process_dead(process.pid, self._shared)  # type: ignore[no-untyped-call]  # its live gauges leave
+            # its live gauges (in-flight, breaker states) leave the fleet's sums
+            mark_process_dead(process.pid, self._shared)  # type: ignore[no-untyped-call]
             if self._stopping.is_set():
                 return status
             if time.monotonic() - self._started[index] >= STEADY:
