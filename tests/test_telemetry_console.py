@@ -13,7 +13,7 @@ import aiohttp
 import yaml
 
 from gateway import __version__
-from tests.conftest import Upstream, contract, eventually, free_port
+from tests.conftest import Upstream, contract, eventually, free_port, replying
 from tests.test_startup import BASE_ENV, CLI
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -31,7 +31,8 @@ def json_documents(text: str) -> list[Any]:
 
 async def serve(tmp_path: Path, upstream: Upstream) -> tuple[asyncio.subprocess.Process, str]:
     (tmp_path / "contracts").mkdir()
-    (tmp_path / "contracts" / "tasks.json").write_text(json.dumps(contract(responses={})))
+    (tmp_path / "contracts" / "tasks.json").write_text(json.dumps(contract()))
+    upstream.handler = replying(b'{"result": "done"}')  # valid under the contract's 200 schema
     settings = {
         "listen": {"host": "127.0.0.1"}, "admin": {"port": free_port()}, "store": {"path": str(tmp_path / "gw.db")},
         "routes": [{"name": "agent", "upstream": upstream.url}], "contract_dirs": [str(tmp_path / "contracts")],
