@@ -343,3 +343,10 @@ async def test_unchanged_means_the_same_json_not_equal_in_python(
         assert refused.value.status == 400
     else:
         assert (await admin.request("PUT", "/contracts/agent.tasks", body=body))["version"] == 2
+
+
+async def test_openapi_describes_the_dry_run_answer(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{gateway.admin_url}/openapi.json") as resp:
+        responses = (await resp.json())["paths"]["/contracts"]["post"]["responses"]
+    assert responses["200"]["description"].startswith("Dry run")
+    assert responses["201"]["description"] != responses["200"]["description"]

@@ -72,6 +72,8 @@ class Endpoint:
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     also: frozenset[int] = frozenset()
     """Statuses answered with the same body as ``status`` (``/readyz``'s 503)."""
+    also_description: str = "Not ready"
+    """What the ``also`` statuses mean, in the OpenAPI document."""
     errors: frozenset[int] = frozenset()
     """Error statuses beyond the implied ones (401 unless public, 400 for any input, 404 for path parameters)."""
     media_type: str = "application/json"
@@ -208,7 +210,7 @@ def _operation(ep: Endpoint, components: _Components) -> dict[str, Any]:
     elif ep.status != 204:
         ok |= content({"type": "string"} if ep.media_type.startswith("text/") else {}, ep.media_type)
     operation: dict[str, Any] = {"summary": ep.summary, "responses": {str(ep.status): ok}}
-    operation["responses"] |= {str(status): {**ok, "description": "Not ready"} for status in sorted(ep.also)}
+    operation["responses"] |= {str(status): {**ok, "description": ep.also_description} for status in sorted(ep.also)}
     for status in ep.error_statuses():
         operation["responses"][str(status)] = {"description": REASONS.get(status, "Problem"), **problem}
     if parameters := _parameters(ep):

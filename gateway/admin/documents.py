@@ -261,6 +261,7 @@ def versioned_endpoints(
         Endpoint("POST", base, f"Register several {collection} atomically ({{{collection}: [...]}}); "
                  "?dry_run=true answers what would change (200) and stores nothing", post,
                  body=bulk, response=REGISTRATION_RESULT, status=201, also=frozenset({200}),
+                 also_description="Dry run (?dry_run=true): what would change, nothing stored",
                  query={**activate_query, **dry_run_query}, errors=frozenset({409}), body_types=yaml_too),
         Endpoint("PUT", base + "/{id}", f"Register a new {noun} version (JSON or YAML; ?activate=false stages)",
                  put, body=one, response=Registered, status=201, params=ident, query=activate_query,
