@@ -171,9 +171,11 @@ def admin_env(gateway: RunningGateway, **more: str) -> dict[str, str]:
 
 async def test_an_admin_url_without_scheme_means_http(gateway: RunningGateway) -> None:
     bare = f"127.0.0.1:{gateway.admin_port}"
-    code, out, err = await cli("contracts", "list", env=admin_env(gateway, AGENT_GATEWAY_ADMIN_URL=bare))
+    code, out, err = await cli("contracts", "list", "--json", env=admin_env(gateway, AGENT_GATEWAY_ADMIN_URL=bare))
     assert (code, json.loads(out), err) == (0, {"contracts": []}, "")
-    code, out, _ = await cli("routes", "list", "--admin-url", f"localhost:{gateway.admin_port}", env=admin_env(gateway))
+    code, out, _ = await cli(
+        "routes", "list", "--json", "--admin-url", f"localhost:{gateway.admin_port}", env=admin_env(gateway)
+    )
     assert code == 0
     assert [r["name"] for r in json.loads(out)["routes"]] == ["agent"]
 
@@ -273,7 +275,7 @@ async def test_payload_files_for_validate(gateway: RunningGateway, tmp_path: Pat
     one_line(err, "missing.json: cannot read it")
     good = tmp_path / "good.yaml"
     good.write_text("task: write\npriority: 1\n")
-    code, out, err = await cli("contracts", "validate", "agent.tasks", str(good), env=env)
+    code, out, err = await cli("contracts", "validate", "agent.tasks", str(good), "--json", env=env)
     assert (code, json.loads(out)["valid"], err) == (0, True, "")
 
 

@@ -42,7 +42,7 @@ async def drifted_peer() -> AsyncIterator[Peer]:
 
 
 async def import_mcp(gateway: RunningGateway, url: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "gateway.cli", "contracts", "import-mcp", url, "--route", "agent",
+    command = [sys.executable, "-m", "gateway.cli", "contracts", "import-mcp", url, "--route", "agent", "--json",
                "--admin-url", str(gateway.admin_url)]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         *command, env={**os.environ, "AGENT_GATEWAY_ADMIN_TOKEN": TOKEN},
