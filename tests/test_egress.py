@@ -18,7 +18,7 @@ from gateway.admin.client import AdminAPIError, AdminClient
 from gateway.app import RunningGateway
 from gateway.config import ConfigError, load_config
 from gateway.policies.escalation import OUTCOME_PATH
-from tests.conftest import TOKEN, Upstream, contract, gateway_config
+from tests.conftest import TOKEN, Upstream, contract, free_port, gateway_config
 
 AGENT_A = "planner-a"
 TASK = {"task": "draft the plan", "priority": 1}
@@ -173,6 +173,20 @@ async def test_a_header_that_cannot_be_forwarded_intact_is_a_problem_document(
     assert b"application/problem+json" in head
     assert b"not valid UTF-8" in body
     assert upstream.seen == []
+
+
+async def test_with_workers_each_worker_serves_the_egress_port(
+    make_gateway: MakeGateway, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    data_port, egress_port = free_port(), free_port()
+    config = gateway_config(
+        [{"name": "agent", "upstream": upstream.url}], workers=2,
+        listen={"port": data_port}, egress={"port": egress_port, "agent": AGENT_A},
+    )  # fmt: skip
+    first, second = await make_gateway(config), await make_gateway(config)  # two workers' worth of listeners
+    assert first.egress_url == second.egress_url == f"http://127.0.0.1:{egress_port}"
+    async with http.get(f"http://127.0.0.1:{egress_port}/agent/x") as answer:
+        assert answer.status == 200
 
 
 async def test_no_egress_listener_unless_a_port_is_set(gateway: RunningGateway) -> None:

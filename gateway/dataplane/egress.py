@@ -125,6 +125,8 @@ async def serve_egress(state: GatewayState, proxy: Proxy, unwind: contextlib.Asy
     )
     await runner.setup()
     unwind.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+    await web.TCPSite(  # with workers, each worker serves it as it serves the data port
+        runner, settings.host, settings.port, reuse_address=True, reuse_port=config.workers > 1
+    ).start()
     log.info("egress listener on %s:%s for agent %r", settings.host, settings.port, settings.agent)
     return runner
