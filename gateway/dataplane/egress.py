@@ -81,7 +81,7 @@ class EgressFront:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             identified = request.clone(headers=self.identified(request))
-        except UnicodeEncodeError:  # aiohttp re-encodes the headers as UTF-8; bytes it decoded leniently cannot be
+        except UnicodeEncodeError:  # clone re-encodes headers as UTF-8: a byte the parser let through fails there
             refusal = BadRequest("A header value is not valid UTF-8; the egress listener cannot forward it intact.")
             return problem_response(refusal, None)
         response = await self._proxy.handle(identified)
