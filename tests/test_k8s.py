@@ -202,9 +202,10 @@ def test_the_admin_token_comes_from_a_secret_and_admin_stays_on_loopback(variant
     token = env_value(gateway, "AGENT_GATEWAY_ADMIN_TOKEN")
     assert set(token) == {"secretKeyRef"}
     assert secret_value(objects, token)
-    config = load_config(settings_file(objects, spec, tmp_path), environ=literal_env(gateway))
+    config = load_config(settings_file(objects, spec, tmp_path), environ=pod_env(objects, gateway))
     assert config.admin.host == "127.0.0.1"
     assert config.health.host == "0.0.0.0"
+    assert (config.egress.host, config.egress.agent) == ("127.0.0.1", "planner")  # named by the kubelet
     mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert [str(d) for d in config.contract_dirs] == [mounts["contracts"]]
@@ -228,11 +229,22 @@ def literal_env(c: Obj) -> dict[str, str]:
     return {e["name"]: e["value"] for e in c.get("env", ()) if "value" in e}
 
 
+def pod_env(objects: list[Obj], c: Obj) -> dict[str, str]:
+    """The literal values plus what the kubelet fills in from the pod's own labels (the Downward API)."""
+    labels = one(objects, "Deployment", AGENT)["spec"]["template"]["metadata"]["labels"]
+    downward = {
+        e["name"]: labels[path.removeprefix("metadata.labels['").removesuffix("']")]
+        for e in c.get("env", ())
+        if (path := e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")).startswith("metadata.labels[")
+    }
+    return {**literal_env(c), **downward}
+
+
 def test_redis_overlay_shares_one_store_between_replicas(tmp_path: Path) -> None:
     objects = render("overlays/redis")
     spec = pod_spec(objects)
     assert one(objects, "Deployment", AGENT)["spec"]["replicas"] > 1
-    config = load_config(settings_file(objects, spec, tmp_path), environ=literal_env(container(spec, GATEWAY)))
+    config = load_config(settings_file(objects, spec, tmp_path), environ=pod_env(objects, container(spec, GATEWAY)))
     assert config.store.backend == "redis"
     host, port = config.store.url.removeprefix("redis://").split("/")[0].split(":")
     service = one(objects, "Service", host)["spec"]
@@ -286,7 +298,7 @@ async def test_the_rendered_sidecar_enforces_the_configmap_contracts(
     agent = await make_upstream(replying(b'{"result": "1. design"}'))
     volumes = {v["name"]: v for v in spec["volumes"]}
     contracts = kubelet_volume(one(objects, "ConfigMap", volumes["contracts"]["configMap"]["name"]), tmp_path / "c")
-    environ = literal_env(gateway_container)
+    environ = pod_env(objects, gateway_container)
     environ["AGENT_GATEWAY_ADMIN_TOKEN"] = secret_value(
         objects, env_value(gateway_container, "AGENT_GATEWAY_ADMIN_TOKEN")
     )
@@ -296,6 +308,7 @@ async def test_the_rendered_sidecar_enforces_the_configmap_contracts(
         environ=environ,
         overrides={
             "listen": local, "admin": {"port": 0}, "health": {**local, "agent_url": f"{agent.url}/healthz"},
+            "egress": {"port": 0},
             "routes": [{"name": "planner", "upstream": agent.url, "default": True}],
             "contract_dirs": [str(contracts)], "store": {"path": str(tmp_path / "gateway.db")},
         },
