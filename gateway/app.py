@@ -30,7 +30,7 @@ from gateway.control.state import STATE, GatewayState
 from gateway.control.watch import DirectoryWatcher
 from gateway.dataplane.egress import serve_egress
 from gateway.dataplane.front import stamp
-from gateway.dataplane.listener import GuardedRunner
+from gateway.dataplane.listener import GuardedRunner, serve_data_app
 from gateway.dataplane.proxy import Parts, Proxy
 from gateway.dataplane.recover import escalation_outcome
 from gateway.dataplane.transport import new_session
@@ -225,22 +225,7 @@ async def _serve_data_plane(
     data_app.on_response_prepare.append(stamp)
     data_app.router.add_get(OUTCOME_PATH + "{id}", escalation_outcome(state.escalations))
     data_app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    data_runner = GuardedRunner(
-        data_app,
-        head_timeout=config.timeouts.header,
-        keepalive_timeout=config.timeouts.keepalive,
-        access_log=None,
-        auto_decompress=False,
-        max_line_size=config.limits.max_header_line_bytes,
-        max_field_size=config.limits.max_header_field_bytes,
-        max_headers=config.limits.max_headers,
-    )
-    await data_runner.setup()
-    unwind.push_async_callback(data_runner.cleanup)
-    await web.TCPSite(
-        data_runner, config.listen.host, config.listen.port, reuse_address=True, reuse_port=config.workers > 1
-    ).start()
-    return data_runner
+    return await serve_data_app(data_app, config, config.listen.host, config.listen.port, unwind)
 
 
 async def _serve_admin(

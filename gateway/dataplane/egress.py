@@ -39,7 +39,7 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from gateway.config import GatewayConfig
 from gateway.control.state import GatewayState
 from gateway.dataplane.front import stamp
-from gateway.dataplane.listener import GuardedRunner
+from gateway.dataplane.listener import serve_data_app
 from gateway.dataplane.proxy import Proxy
 from gateway.dataplane.recover import escalation_outcome
 from gateway.errors import BadRequest, problem_response
@@ -113,20 +113,6 @@ async def serve_egress(state: GatewayState, proxy: Proxy, unwind: contextlib.Asy
     app.on_response_prepare.append(stamp)
     app.router.add_get(OUTCOME_PATH + "{id}", escalation_outcome(state.escalations))  # polled where it was asked
     app.router.add_route("*", "/{tail:.*}", EgressFront(proxy, settings.agent).handle)
-    runner = GuardedRunner(
-        app,
-        head_timeout=config.timeouts.header,
-        keepalive_timeout=config.timeouts.keepalive,
-        access_log=None,
-        auto_decompress=False,
-        max_line_size=config.limits.max_header_line_bytes,
-        max_field_size=config.limits.max_header_field_bytes,
-        max_headers=config.limits.max_headers,
-    )
-    await runner.setup()
-    unwind.push_async_callback(runner.cleanup)
-    await web.TCPSite(  # with workers, each worker serves it as it serves the data port
-        runner, settings.host, settings.port, reuse_address=True, reuse_port=config.workers > 1
-    ).start()
+    runner = await serve_data_app(app, config, settings.host, settings.port, unwind)
     log.info("egress listener on %s:%s for agent %r", settings.host, settings.port, settings.agent)
     return runner

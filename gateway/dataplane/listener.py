@@ -19,6 +19,7 @@ aiohttp offers no public hook for the first two, so :class:`GuardedRequestHandle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from gateway.config import GatewayConfig
 from gateway.errors import BadRequest, GatewayError, problem_response
 
 SERVER = "agent-gateway"
@@ -104,6 +106,28 @@ class GuardedRunner(web.AppRunner):
         assert isinstance(server, _GuardedServer)
         server.head_timeout = self._head_timeout
         return server
+
+
+async def serve_data_app(
+    app: web.Application, config: GatewayConfig, host: str, port: int, unwind: contextlib.AsyncExitStack
+) -> GuardedRunner:
+    """Serve a data-plane app (the data port, the egress port) on ``host:port`` with the client limits of
+    ``config``; with ``workers > 1`` every worker binds the same port (``SO_REUSEPORT``). ``unwind`` cleans it up
+    if start-up fails later."""
+    runner = GuardedRunner(
+        app,
+        head_timeout=config.timeouts.header,
+        keepalive_timeout=config.timeouts.keepalive,
+        access_log=None,
+        auto_decompress=False,
+        max_line_size=config.limits.max_header_line_bytes,
+        max_field_size=config.limits.max_header_field_bytes,
+        max_headers=config.limits.max_headers,
+    )
+    await runner.setup()
+    unwind.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=config.workers > 1).start()
+    return runner
 
 
 async def _server_field(_: web.Request, response: web.StreamResponse) -> None:
