@@ -123,6 +123,14 @@ class ContractViolation(GatewayError):
         self.violations = tuple(violations)
         self.total = total
 
+    def with_violations(self, violations: Sequence[Violation]) -> ContractViolation:
+        """The same refusal (same class, contract, direction, count) listing ``violations`` instead: how
+        :meth:`gateway.redaction.Redactor.refusal` hides messages that quote redacted values."""
+        return type(self)(
+            contract=self.contract, version=self.version, direction=self.direction, violations=violations,
+            total=self.total, stale=self.stale,
+        )  # fmt: skip
+
     @property
     def verdict(self) -> Verdict:  # type: ignore[override]
         if self.stale:

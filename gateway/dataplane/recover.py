@@ -9,6 +9,10 @@
 - ``fallback``: the policy's static answer or alternative route — and that answer is checked against the
   contract like any other: an invalid fallback is refused (502), never passed on.
 - ``reject``: the upstream's own answer when there was one (a listed 5xx), else the problem document.
+
+Every contract refusal that leaves through here, recovered or not, is shown as the redactor allows
+(:meth:`~gateway.redaction.Redactor.refusal`): its violation messages never quote a value at an ``audit.redact``
+pointer, a credential header or a credential query parameter.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from gateway.dataplane.transport import read_limited
 from gateway.dataplane.upstream import Upstream
 from gateway.errors import (
     AdminError,
+    ContractViolation,
     Escalated,
     FallbackInvalid,
     GatewayError,
@@ -48,7 +53,7 @@ from gateway.policies.escalation import (
     Escalations,
     new_item_id,
 )
-from gateway.redaction import Redactor
+from gateway.redaction import Redactor, redacted_query
 from gateway.store.base import EscalationItem
 
 log = logging.getLogger("agent_gateway.escalation")
@@ -96,6 +101,8 @@ class Recover:
             return await call_next(exchange)
         except Failure as failure:
             return await self._recover(exchange, failure)
+        except ContractViolation as refused:
+            raise self._redactor.refusal(refused) from refused
 
     async def _recover(self, exchange: Exchange, failure: Failure) -> web.StreamResponse:
         fallback = exchange.policy.fallback
@@ -105,7 +112,7 @@ class Recover:
             return await self._fallback(exchange, failure, fallback)
         if failure.response is not None:
             return failure.response.to_web()
-        raise failure.error
+        raise self._redactor.refusal(failure.error) from failure.error
 
     async def _escalate(self, exchange: Exchange, failure: Failure) -> web.StreamResponse:
         escalation = exchange.policy.escalation
@@ -130,8 +137,9 @@ class Recover:
         return web.json_response(document, status=202, headers={"Location": outcome})
 
     async def _item(self, exchange: Exchange, failure: Failure) -> EscalationItem:
-        """The DLQ item, redacted: credential headers, and the configured pointers in both bodies and in the
-        violation messages. Large bodies are parsed and redacted in a worker thread, off the event loop."""
+        """The DLQ item, redacted: credential headers and query parameters, and the configured pointers in both
+        bodies and in the violation messages. Large bodies are parsed and redacted in a worker thread, off the
+        event loop."""
         assert exchange.route is not None
         request, contract, redactor = exchange.request, exchange.contract, self._redactor
         request_body, upstream_body = await _redact_bodies(
@@ -139,7 +147,7 @@ class Recover:
         )
         return EscalationItem(
             id=new_item_id(), created_at=time.time(), status="pending", reason=failure.condition.value,
-            route=exchange.route.name, method=request.method, path=exchange.path, query=exchange.query,
+            route=exchange.route.name, method=request.method, path=exchange.path, query=redacted_query(exchange.query),
             request_headers=redactor.header_values(request.headers),
             request_body=request_body, trace_id=exchange.trace_id, run_id=exchange.run_id, attempts=failure.attempts,
             contract=contract.id if contract else None, contract_version=contract.version if contract else None,
@@ -172,10 +180,10 @@ class Recover:
         verdict = contract.check_answer(status, answer, content_type, self._max_violations) if contract else None
         if contract is not None and verdict is not None and verdict[1]:
             violations, total = verdict
-            raise FallbackInvalid(
+            raise self._redactor.refusal(FallbackInvalid(
                 contract=contract.id, version=contract.version, direction="response", violations=violations,
                 total=total,
-            )  # fmt: skip
+            ))  # fmt: skip
 
 
 def escalation_outcome(escalations: Escalations) -> Callable[[web.Request], Awaitable[web.Response]]:

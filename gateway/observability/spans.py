@@ -25,17 +25,12 @@ from yarl import URL
 from gateway.config import RouteSpec
 from gateway.contracts.validation import CompiledContract
 from gateway.observability import semconv as sc
+from gateway.redaction import redacted_url
 
 KNOWN_METHODS: Final = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
 )
 OTHER_METHOD: Final = "_OTHER"
-REDACTED: Final = "REDACTED"
-SENSITIVE_QUERY_KEYS: Final = frozenset(
-    ("awsaccesskeyid", "signature", "sig", "x-goog-signature", "access_token", "api_key", "apikey", "key",
-     "token", "password", "secret", "client_secret", "code")
-)  # fmt: skip
-"""Query parameters whose values ``url.full`` never shows: the four semconv names plus common credential names."""
 _PROTOCOLS: Final = {(1, 1): "1.1", (1, 0): "1.0", (2, 0): "2", (3, 0): "3"}
 
 
@@ -149,16 +144,6 @@ def client_attributes(
     if breaker_state is not None:
         attributes[sc.BREAKER_STATE] = breaker_state
     return attributes
-
-
-def redacted_url(url: URL) -> str:
-    """``url.full`` without credentials: userinfo and the values of credential-like query parameters become
-    ``REDACTED`` (semconv), so a secret in a route's upstream URL or a caller's query never reaches a backend."""
-    if url.user is not None or url.password is not None:
-        url = url.with_user(REDACTED).with_password(REDACTED if url.password is not None else None)
-    if url.raw_query_string and any(key.lower() in SENSITIVE_QUERY_KEYS for key in url.query):
-        url = url.with_query([(k, REDACTED if k.lower() in SENSITIVE_QUERY_KEYS else v) for k, v in url.query.items()])
-    return str(url)
 
 
 def end_client_span(span: Span, status: int | None, failure: BaseException | None, error_type: str | None) -> None:
