@@ -188,7 +188,8 @@ def _build_proxy(state: GatewayState, session: aiohttp.ClientSession, provider: 
             upstream=HttpUpstream(session, tracer, config.limits, config.timeouts), limits=config.limits,
             timeouts=config.timeouts, tracer=tracer, propagator=propagator(),
             observer=Observer(state.audit, state.metrics, config.audit), context=ContextTracker(state.store),
-            breakers=state.breakers, checkpoints=Checkpoints(state.store), escalations=state.escalations,
+            breakers=state.breakers, escalations=state.escalations,
+            checkpoints=Checkpoints(state.store, redactor=redactor_for(config.audit)),
             redactor=redactor_for(config.audit), keep_payloads=config.audit.enabled and config.audit.payloads,
         )
     )  # fmt: skip

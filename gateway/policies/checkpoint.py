@@ -11,6 +11,9 @@ A call's claim on its key is a :class:`Lease` of ``lease_seconds`` (not the full
 while the call runs: a gateway killed mid-call frees the key within seconds instead of answering 409 for a day.
 Only the stored answer gets ``ttl_seconds``.
 
+An answer holding a value at an ``audit.redact`` pointer is relayed but not stored: the store never keeps a
+credential, and a checkpoint must replay the exact answer, so a redacted copy would be a different answer.
+
 When the store fails (:class:`StoreUnavailable`): a failed claim is the caller's to decide (the policy's
 ``on_store_error``); a failed completion raises so the proxy can relay the answer marked ``X-Checkpoint: bypass``;
 a failed release or renewal is left to the lease to clean up (the store logs and counts every failure).
@@ -29,6 +32,7 @@ from types import TracebackType
 
 from gateway.errors import CheckpointInFlight, IdempotencyKeyReused, StoreUnavailable
 from gateway.policies.document import Checkpoint
+from gateway.redaction import Redactor
 from gateway.store.base import Store, cancel_requested
 
 log = logging.getLogger("agent_gateway.checkpoint")
@@ -60,9 +64,12 @@ def request_digest(body: bytes | None) -> str:
 
 
 class Checkpoints:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], float] = time.time, *, redactor: Redactor | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._redactor = redactor
         self._renewers: set[asyncio.Task[None]] = set()
         """Strong references: the event loop keeps only weak ones, and a lease may be dropped mid-cancel."""
 
@@ -88,9 +95,10 @@ class Checkpoints:
         self, key: str, digest: str, status: int, headers: Mapping[str, str], body: bytes, policy: Checkpoint,
         owner: str | None = None,
     ) -> bool:  # fmt: skip
-        """Store a response; returns whether it qualified (2xx, within ``max_bytes``). A response that does not
-        qualify releases the claim (``owner``'s only, when given); a store failure raises."""
-        if not 200 <= status < 300 or len(body) > policy.max_bytes:
+        """Store a response; returns whether it qualified (2xx, within ``max_bytes``, no value at a redacted
+        location). A response that does not qualify releases the claim (``owner``'s only, when given); a store
+        failure raises."""
+        if not 200 <= status < 300 or len(body) > policy.max_bytes or self._keeps_secret(body):
             await self.abandon(key, owner)
             return False
         kept = {str(k): v for k, v in headers.items() if k.lower() in _KEPT_HEADERS}
@@ -98,6 +106,9 @@ class Checkpoints:
             key, digest, status=status, headers=kept, body=body, expires_at=self._clock() + policy.ttl_seconds
         )
         return True
+
+    def _keeps_secret(self, body: bytes) -> bool:
+        return self._redactor is not None and self._redactor.holds_redacted(body)
 
     async def abandon(self, key: str, owner: str | None = None) -> None:
         """Free an in-flight claim so the caller may try again. Never raises for a store failure: a claim the
