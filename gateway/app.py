@@ -229,6 +229,12 @@ async def _serve_data_plane(
     return await serve_data_app(data_app, config, config.listen.host, config.listen.port, unwind)
 
 
+ADMIN_SHUTDOWN_SECONDS = 5.0
+"""How long admin requests in flight may finish on shutdown. The admin listener closes before the data plane,
+so its wait delays the data plane's drain: aiohttp's 60 s default, spent on a long admin call (a fuzz run, an
+``/events`` stream), would eat the pod's whole termination grace period."""
+
+
 async def _serve_admin(
     state: GatewayState, insecure_admin: bool, unwind: contextlib.AsyncExitStack
 ) -> tuple[web.AppRunner | None, int | None]:
@@ -240,7 +246,10 @@ async def _serve_admin(
     if token is None:
         log.warning("admin API WITHOUT authentication on %s (--insecure-admin): local development only", host)
     admin_runner = GuardedRunner(
-        build_admin_app(state, token=token), head_timeout=config.timeouts.header, access_log=None
+        build_admin_app(state, token=token),
+        head_timeout=config.timeouts.header,
+        access_log=None,
+        shutdown_timeout=ADMIN_SHUTDOWN_SECONDS,
     )
     await admin_runner.setup()
     unwind.push_async_callback(admin_runner.cleanup)
