@@ -133,7 +133,15 @@ def stream_request_body(request: web.Request, limit: int, idle: float) -> AsyncI
 
 
 async def read_request_body(request: web.Request, limit: int, idle: float) -> bytes:
-    """The whole inbound body (see :func:`_chunks` for the limits)."""
+    """The whole inbound body (see :func:`_chunks` for the limits). A body that arrived whole with its head (the
+    usual small request: aiohttp has parsed it to its end before the handler runs) is taken from the buffer at
+    once; arming and cancelling the idle timer per chunk cost ≈15 µs a request for nothing to wait on."""
+    content = request.content
+    if content.is_eof():
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise PayloadTooLarge(limit)
+        return body
     return b"".join([chunk async for chunk in _chunks(request, limit, idle)])
 
 
