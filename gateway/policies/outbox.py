@@ -13,6 +13,9 @@ marks it ``delivered``; anything else is retried after :func:`backoff` until ``m
 ``give_up_after_seconds`` after the escalation, whichever comes first, and then marked ``failed``. The outcome
 shows in the admin DLQ item (``webhook``). At least once: a gateway killed after the receiver answered but
 before the outcome was stored sends it again, under the same id.
+
+A receiver's URL may carry its own credential (``?token=``, ``?sig=``): the admin view, the stored last error
+and the log lines show it redacted (:func:`gateway.redaction.redacted_url`); only the POST itself uses it.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from gateway.errors import StoreUnavailable
 from gateway.policies.fleet import sidecar_id
+from gateway.redaction import redacted_url
 from gateway.store.base import Store, WebhookDelivery, cancel_requested
 
 log = logging.getLogger("agent_gateway.escalation")
@@ -66,10 +71,15 @@ def backoff(attempts: int) -> float:
 def delivery_view(delivery: WebhookDelivery) -> dict[str, Any]:
     """The delivery as the admin DLQ item shows it (not the body: the item itself is that)."""
     return {
-        "id": delivery.id, "url": delivery.url, "status": delivery.status, "attempts": delivery.attempts,
+        "id": delivery.id, "url": shown_url(delivery.url), "status": delivery.status, "attempts": delivery.attempts,
         "last_error": delivery.last_error, "next_at": delivery.next_at if delivery.status == "pending" else None,
         "finished_at": delivery.finished_at,
     }  # fmt: skip
+
+
+def shown_url(url: str) -> str:
+    """A receiver's URL as it may be shown: credential query values and userinfo redacted."""
+    return redacted_url(URL(url, encoded=True))
 
 
 class Outbox:
@@ -139,8 +149,8 @@ class Outbox:
                 if 200 <= resp.status < 300:
                     return replace(delivery, status="delivered", attempts=attempts, finished_at=self._clock())
                 error = f"answered {resp.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except (aiohttp.ClientError, TimeoutError) as exc:  # aiohttp's messages may quote the URL
+            error = f"{type(exc).__name__}: {exc}".replace(delivery.url, shown_url(delivery.url))
         now = self._clock()
         if attempts >= delivery.max_attempts or now + backoff(attempts) > delivery.give_up_at:
             log.error("escalation %s: webhook gave up after %d attempts (%s)", delivery.item_id, attempts, error)
