@@ -27,6 +27,9 @@ import orjson
 
 from gateway.admin.client import AdminClient
 from gateway.cli_support import CommandError, admin_client, field, print_json
+from gateway.config import Limits
+from gateway.dataplane.transport import read_limited
+from gateway.errors import UpstreamPayloadTooLarge
 from gateway.headers import RUN, STEP
 from gateway.jsonpointer import markers, tokens
 from gateway.outcomes import Verdict
@@ -144,13 +147,20 @@ async def replay_one(
         async with session.request(
             record["method"], target.url + record["path"], data=data, headers=headers, timeout=timeout
         ) as response:
-            status, content_type, body = response.status, response.content_type, await response.read()
+            status, content_type = response.status, response.content_type
+            body = await read_limited(response, MAX_ANSWER_BYTES)
+    except UpstreamPayloadTooLarge:
+        return _done(base, removed, Verdict.UPSTREAM_ERROR, None, f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
     except TimeoutError:
         return _done(base, removed, Verdict.UPSTREAM_TIMEOUT, None, f"no answer within {target.timeout:g} s")
     except aiohttp.ClientError as exc:
         return _done(base, removed, Verdict.UPSTREAM_ERROR, None, " ".join(str(exc).split()) or type(exc).__name__)
     verdict, detail = await judge(admin, record, status, content_type, body)
     return _done(base, removed, verdict, status, detail)
+
+
+MAX_ANSWER_BYTES = Limits().max_body_bytes
+"""What the gateway would relay at most (its default ``limits.max_body_bytes``): nothing beyond it is read."""
 
 
 def _skip(base: Outcome, why: str) -> Outcome:

@@ -87,3 +87,9 @@ def test_the_thread_helper_serves_synchronous_tests() -> None:
         with urllib.request.urlopen(agent.url + "/b", timeout=10) as response:
             assert json.loads(response.read()) == {"ok": True}
     assert [r.path for r in agent.received] == ["/a", "/b"]
+
+
+async def test_an_agent_started_twice_refuses_instead_of_leaking_its_first_server() -> None:
+    async with FaultyAgent(answer={"ok": True}) as agent:
+        with pytest.raises(RuntimeError, match="already serving"):
+            await agent.start()

@@ -86,3 +86,24 @@ async def test_a_budget_that_runs_out_while_the_failure_is_replayed_is_a_report_
     assert resp.status == 200, report
     assert report["budget_exhausted"] is True
     assert [case["outcome"] for case in report["failures"]] == ["upstream_timeout"]
+
+
+async def test_an_answer_beyond_the_body_limit_is_its_own_failure_not_a_cut_body(
+    gateway: RunningGateway, upstream: Upstream, admin: AdminClient, http: aiohttp.ClientSession
+) -> None:
+    """An agent answering more than the gateway would relay (``limits.max_body_bytes``): reported as what the
+    gateway does with it (502 ``upstream_error``), not as a truncated body judged ``response_invalid``."""
+    huge = b'{"result": "' + b"x" * (11 * 1024 * 1024) + b'"}'
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=huge, content_type="application/json")
+
+    upstream.handler = handler
+    await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+    fuzz = {"against": upstream.url, "max_examples": 3, "seconds": 20, "near_valid": "off"}
+    async with http.post(f"{gateway.admin_url}/contracts/agent.tasks/fuzz", json=fuzz, headers=AUTH) as resp:
+        report = await resp.json(content_type=None)
+    assert resp.status == 200, report
+    assert report["failures"], report
+    assert {case["outcome"] for case in report["failures"]} == {"upstream_error"}
+    assert "larger than" in report["failures"][0]["reason"]

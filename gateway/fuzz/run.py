@@ -47,6 +47,8 @@ from gateway.outcomes import Verdict
 MAX_FAILURES = 3
 """Distinct failures searched for per run: enough to see that there is more than one bug, bounded."""
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
+"""The gateway's default ``limits.max_body_bytes``: a bigger answer is what it refuses (502), so it is a failure
+of its own here, not a body cut short and then judged invalid; nothing beyond it is read or kept."""
 MAX_CONCURRENT_RUNS = 2
 """Runs that may search at once in one process: each holds one of the fuzzer's threads while it runs."""
 _SEARCH_THREADS = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_RUNS, thread_name_prefix="fuzz-search")
@@ -128,8 +130,12 @@ class _Campaign:
                     if len(chunks) > MAX_ANSWER_BYTES:
                         break
                 verdict = resp.headers.get(headers.VERDICT, "").partition(";")[0].strip() or None
-                sent: Sent = Answer(resp.status, resp.content_type, resp.headers.get("Content-Encoding"),
-                                    bytes(chunks), verdict)  # fmt: skip
+                sent: Sent = (
+                    Judgement(Verdict.UPSTREAM_ERROR, False, f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+                    if len(chunks) > MAX_ANSWER_BYTES
+                    else Answer(resp.status, resp.content_type, resp.headers.get("Content-Encoding"),
+                                bytes(chunks), verdict)
+                )  # fmt: skip
         except TimeoutError:
             sent = Judgement(Verdict.UPSTREAM_TIMEOUT, False, f"no answer within {self.options.timeout:g} s")
         except aiohttp.ClientError as exc:

@@ -135,10 +135,15 @@ class FaultyAgent:
         self._closing = asyncio.Event()
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        if self._runner is not None:
+            raise RuntimeError("this FaultyAgent is already serving")
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+        except BaseException:  # nothing is left serving half-started (``async with`` never reaches close())
+            await runner.cleanup()
+            raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
         return self
