@@ -13,9 +13,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.admin.client import AdminClient
 from gateway.app import RunningGateway
+from gateway.dataplane.target import canonical_path, canonical_target
+from gateway.errors import BadRequestTarget
 from tests.conftest import TOKEN, Upstream, contract, eventually, gateway_config, replying
 
 LIMIT = 1024
@@ -99,3 +103,28 @@ async def test_a_body_still_arriving_is_read_to_its_end(
     release.set()
     assert await sending == 200
     assert [seen.body for seen in upstream.seen] == [b'{"task": "t", "priority": 1}']
+
+
+#: Path characters, the ones that make a path non-canonical among them (dots, escapes, empty segments, spaces).
+PATH_ALPHABET = "ab/./%2F41-_~!$&'()*+,;=:@ "
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=PATH_ALPHABET, max_size=24).map(lambda tail: "/" + tail))
+def test_a_path_taken_as_already_canonical_is_its_own_canonical_form(path: str) -> None:
+    """The shortcut for a path already in canonical form answers what normalising and resolving it would."""
+    try:
+        general = canonical_path(path)
+    except BadRequestTarget:
+        general = None  # a malformed escape: refused by both
+    try:
+        shortcut = canonical_target(path).path
+    except BadRequestTarget:
+        shortcut = None
+    assert shortcut == general
+
+
+def test_common_paths_take_the_shortcut_and_others_do_not() -> None:
+    assert canonical_target("/agent/findings?x=1").path == "/agent/findings"
+    assert canonical_target("/agent/a/./b/../c//d").path == "/agent/a/c/d"
+    assert canonical_target("/agent/pl%61n/").path == "/agent/plan/"
