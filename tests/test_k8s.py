@@ -20,6 +20,7 @@ import yaml
 from aiohttp import web
 from kubernetes_validate.utils import latest_version
 
+from gateway.app import ADMIN_SHUTDOWN_SECONDS
 from gateway.config import load_config
 from tests.conftest import gateway_config, replying
 
@@ -143,20 +144,23 @@ def test_every_pod_is_hardened_and_gets_no_service_links(variant: str) -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_grace_period_covers_the_pre_stop_pause_and_the_drain(variant: str) -> None:
-    """The gateway's drain is aiohttp's ``shutdown_timeout`` (the runners keep the default): in-flight requests
-    get that long after SIGTERM. The pod's grace period must cover the preStop pause plus that drain."""
+    """The gateway's drain is aiohttp's ``shutdown_timeout`` (the data runners keep the default): in-flight
+    requests get that long after SIGTERM, once the admin listener (closed first) has given its own requests
+    ``ADMIN_SHUTDOWN_SECONDS``. The pod's grace period must cover the preStop pause plus both."""
     drain = inspect.signature(web.BaseRunner.__init__).parameters["shutdown_timeout"].default
     spec = pod_spec(render(variant))
     command = container(spec, GATEWAY)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
-    assert spec["terminationGracePeriodSeconds"] >= int(command[1]) + drain
+    assert spec["terminationGracePeriodSeconds"] >= int(command[1]) + ADMIN_SHUTDOWN_SECONDS + drain
 
 
 async def test_the_gateway_runners_keep_the_drain_the_manifests_assume(make_gateway: Any) -> None:
     gateway = await make_gateway(gateway_config([], health={"host": "127.0.0.1", "port": 0}))
     drain = inspect.signature(web.BaseRunner.__init__).parameters["shutdown_timeout"].default
-    runners = (gateway.data_runner, gateway.admin_runner, gateway.health_runner)
+    runners = (gateway.data_runner, gateway.health_runner)
     assert {runner._shutdown_timeout for runner in runners if runner is not None} == {drain}
+    assert gateway.admin_runner is not None
+    assert gateway.admin_runner._shutdown_timeout == ADMIN_SHUTDOWN_SECONDS
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
