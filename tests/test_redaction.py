@@ -20,7 +20,7 @@ from gateway.app import RunningGateway
 from gateway.config import AuditSettings
 from gateway.jsonpointer import MISSING, REDACTED, redact, redact_patterns, resolve, tokens
 from gateway.redaction import redactor_for
-from tests.conftest import TOKEN, Upstream, contract, eventually, gateway_config
+from tests.conftest import TOKEN, Upstream, contract, eventually, gateway_config, replying
 
 REDACT = ["/secret", "/users/*/password"]
 SECRETS = ("sk-REQ-1", "pw-REQ-2", "pw-REQ-3", "key-HDR-4", "tok-HDR-5", "sk-UP-6")
@@ -234,3 +234,26 @@ async def test_a_resolution_resumes_a_keyed_request_whose_stored_body_was_redact
         assert rerun.status == 200
         assert rerun.headers["X-Checkpoint"] == "hit"
         assert await rerun.json() == {"result": "fixed"}
+
+
+async def test_an_item_whose_query_credential_was_redacted_is_not_replayed_with_the_marker(
+    make_gateway: Any, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    """``?token=`` is stored redacted: resending ``token=[redacted]`` is not the request that failed (409)."""
+    gw = await start(make_gateway, upstream)
+    upstream.handler = replying(b'{"unexpected": true}')
+    pol = {"id": "p", "attach": {"route": "agent"}, "failure_modes": {"response_invalid": "escalate"},
+           "escalation": {"respond_status": 202}}  # fmt: skip
+    async with AdminClient(gw.admin_url, TOKEN) as admin:
+        await admin.request("PUT", "/contracts/agent.tasks", body=contract())
+        await admin.request("PUT", "/policies/p", body=pol)
+        async with http.post(
+            f"{gw.data_url}/agent/tasks?token=tok-Q-1&page=2", json={"task": "t", "priority": 1}
+        ) as resp:
+            assert resp.status == 202
+            item_id = (await resp.json())["escalation_id"]
+        with pytest.raises(AdminAPIError) as replay:
+            await admin.request("POST", f"/dlq/{item_id}/replay")
+    assert replay.value.status == 409
+    assert replay.value.problem["errors"] == [{"query": "token"}]
+    assert len(upstream.seen) == 1  # nothing was resent

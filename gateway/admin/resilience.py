@@ -21,6 +21,7 @@ from gateway.policies.breaker import COMMANDS, CircuitBreaker, State
 from gateway.policies.checkpoint import Checkpoints, request_digest
 from gateway.policies.escalation import EscalationClosed, EscalationNotFound, public_view, redacted_parts
 from gateway.policies.outbox import delivery_view
+from gateway.redaction import redacted_query_names
 from gateway.store.base import EscalationItem
 
 
@@ -168,9 +169,13 @@ def _refuse_redacted(item: EscalationItem) -> None:
     what is missing; the person resolves the item with a corrected answer instead."""
     redacted = redacted_parts(item)
     missing = [{"header": name} for name in redacted["request_headers"]]
+    missing += [{"query": name} for name in redacted_query_names(item.query)]
     missing += [{"pointer": pointer} for pointer in redacted["request"]]
     if missing:
-        names = ", ".join(m.get("header") or f"body {m['pointer'] or '/'}" for m in missing)
+        names = ", ".join(
+            m.get("header") or (f"query {m['query']}" if "query" in m else f"body {m['pointer'] or '/'}")
+            for m in missing
+        )
         raise AdminError(
             409, f"The stored request was redacted ({names}) and cannot be resent; resolve the item instead.",
             kind="replay-redacted", title="Redacted request cannot be replayed", errors=missing,
