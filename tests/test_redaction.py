@@ -257,3 +257,18 @@ async def test_an_item_whose_query_credential_was_redacted_is_not_replayed_with_
     assert replay.value.status == 409
     assert replay.value.problem["errors"] == [{"query": "token"}]
     assert len(upstream.seen) == 1  # nothing was resent
+
+
+async def test_a_refusal_inside_an_event_stream_does_not_quote_a_redacted_value(
+    make_gateway: Any, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    """The error event that ends a stream is a refusal like any other: its message would quote the value."""
+    gw = await start(make_gateway, upstream)
+    upstream.handler = replying(b'data: {"secret": "sk-STREAM-1"}\n\n', content_type="text/event-stream")
+    events = {"200": {"type": "object", "properties": {"secret": {"type": "integer"}}}}
+    async with AdminClient(gw.admin_url, TOKEN) as admin:
+        await admin.request("PUT", "/contracts/agent.tasks", body=contract(responses={}, events=events))
+    async with http.post(f"{gw.data_url}/agent/tasks", json={"task": "t", "priority": 1}) as resp:
+        streamed = await resp.text()
+    assert '"pointer":"/secret","keyword":"type"' in streamed  # the error event replaces the invalid one
+    assert "sk-STREAM-1" not in streamed

@@ -33,6 +33,7 @@ from gateway.protocols.openai import (
     stream_error,
 )
 from gateway.protocols.sse import Event, serialize, should_skip
+from gateway.redaction import Redactor
 
 EVENT_STREAM = "text/event-stream"
 EventCheck = Callable[[Event], bytes | None]
@@ -90,8 +91,9 @@ def check_rpc_answer(exchange: Exchange, body: bytes, content_type: str, limit: 
         check_rpc_message(exchange, pending, calls, message, f"/{i}" if envelope.batch else "", limit)
 
 
-def rpc_event_check(exchange: Exchange, limit: int) -> EventCheck:
-    """An :data:`EventCheck` for a stream of JSON-RPC messages (MCP, A2A); ends with a JSON-RPC error."""
+def rpc_event_check(exchange: Exchange, limit: int, redactor: Redactor) -> EventCheck:
+    """An :data:`EventCheck` for a stream of JSON-RPC messages (MCP, A2A); ends with a JSON-RPC error (its
+    violation messages hidden where they could quote a redacted value, as every refusal's are)."""
     pending, calls = _pairing(exchange)
 
     def check(event: Event) -> bytes | None:
@@ -105,8 +107,9 @@ def rpc_event_check(exchange: Exchange, limit: int) -> EventCheck:
             return None  # a notification or a server-to-client request: not an answer to a call
         try:
             check_rpc_message(exchange, pending, calls, message, "", limit)
-        except ContractViolation as refused:
+        except ContractViolation as violation:
             dialect = exchange.rpc_dialect
+            refused = redactor.refusal(violation)
             problem = refused.problem(exchange.trace_id)
             code = jsonrpc.error_code("response", dialect)
             error = jsonrpc.error_response(message.id, code, refused.detail, jsonrpc.error_data(problem, dialect))
@@ -147,7 +150,7 @@ def check_structured(exchange: Exchange, contract: CompiledContract, document: A
 
 
 def schema_event_check(
-    exchange: Exchange, contract: CompiledContract, schema: CompiledSchema | None, limit: int
+    exchange: Exchange, contract: CompiledContract, schema: CompiledSchema | None, limit: int, redactor: Redactor
 ) -> EventCheck:
     """An :data:`EventCheck` for the ``events`` schema of a REST operation and, with ``structured_output``, the
     JSON its streamed message contents add up to (checked when a choice finishes); ends with
@@ -174,7 +177,8 @@ def schema_event_check(
             for verdict in verdicts(event):
                 judge(exchange, contract, "response", *verdict)
         except ContractViolation as refused:
-            return serialize(orjson.dumps(stream_error(refused.problem(exchange.trace_id))).decode())
+            shown = redactor.refusal(refused).problem(exchange.trace_id)
+            return serialize(orjson.dumps(stream_error(shown)).decode())
         return None
 
     return check

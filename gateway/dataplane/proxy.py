@@ -86,7 +86,7 @@ class Proxy:
             Checkpoint(parts.checkpoints),
             self.attempts,
         ]
-        self._chain: Next = compose(stages, Relay(parts.upstream, parts.context, parts.limits,
+        self._chain: Next = compose(stages, Relay(parts.upstream, parts.context, parts.limits, parts.redactor,
                                                   keep_payloads=parts.keep_payloads))  # fmt: skip
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

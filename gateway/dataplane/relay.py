@@ -43,6 +43,7 @@ from gateway.outcomes import Verdict
 from gateway.policies.retry import parse_retry_after
 from gateway.protocols.agent_card import rewrite_card
 from gateway.protocols.sse import EventTooLarge, SSEParser
+from gateway.redaction import Redactor
 
 log = logging.getLogger("agent_gateway.proxy")
 #: Where A2A agents publish their card (1.x, and 0.3's name).
@@ -50,8 +51,11 @@ CARD_PATHS = frozenset({"/.well-known/agent-card.json", "/.well-known/agent.json
 
 
 class Relay:
-    def __init__(self, upstream: Upstream, context: ContextTracker, limits: Limits, *, keep_payloads: bool) -> None:
+    def __init__(
+        self, upstream: Upstream, context: ContextTracker, limits: Limits, redactor: Redactor, *, keep_payloads: bool
+    ) -> None:
         self._upstream = upstream
+        self._redactor = redactor
         self._context = context
         self._limits = limits
         self._keep_payloads = keep_payloads
@@ -84,14 +88,16 @@ class Relay:
         streamed = answer.content_type == EVENT_STREAM
         if answers_checked(exchange):
             if streamed:
-                return await self._stream_events(exchange, answer, headers, rpc_event_check(exchange, self._limit))
+                return await self._stream_events(
+                    exchange, answer, headers, rpc_event_check(exchange, self._limit, self._redactor)
+                )
             return await self._checked_rpc(exchange, answer, headers)
         contract = exchange.contract
         if contract is None:
             return await self._stream_back(exchange, answer, headers)
         events = contract.event_schema(answer.status) if streamed else None
         if events is not None or (streamed and contract.spec.structured_output is not None):
-            check = schema_event_check(exchange, contract, events, self._limit)
+            check = schema_event_check(exchange, contract, events, self._limit, self._redactor)
             return await self._stream_events(exchange, answer, headers, check)
         schema = contract.response_schema(answer.status)
         if schema is None:

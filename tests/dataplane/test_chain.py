@@ -68,7 +68,10 @@ async def test_chain(store: SQLiteStore, case: Case) -> None:
     upstream, limits = MemoryUpstream(agent), Limits()
     attempts = Attempts(BreakerRegistry(clock), clock=clock, rand=lambda: 0.5, sleep=clock.sleep)
     recover = Recover(Escalations(store), RouteRegistry(store), upstream, redactor_for(AuditSettings()), limits)
-    chain = compose([recover, attempts], Relay(upstream, ContextTracker(store), limits, keep_payloads=False))
+    chain = compose(
+        [recover, attempts],
+        Relay(upstream, ContextTracker(store), limits, redactor_for(AuditSettings()), keep_payloads=False),
+    )
     wire = Wire()
     done: Exchange = exchange(case.method, contract=compiled(), policy=policy(**case.policy), wire=wire)
     if isinstance(case.status, int):

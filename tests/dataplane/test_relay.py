@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.config import Limits
+from gateway.config import AuditSettings, Limits
 from gateway.contracts.context import ContextTracker
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.failures import AttemptFailed
 from gateway.dataplane.relay import Relay
 from gateway.errors import ContractViolation, UpstreamError, UpstreamPayloadTooLarge, UpstreamTimeout
 from gateway.outcomes import Verdict
+from gateway.redaction import redactor_for
 from gateway.store.sqlite import SQLiteStore
 from gateway.testing import MemoryUpstream, Scripted, Sent
 from tests.dataplane.conftest import VALID, Wire, compiled, exchange, policy
@@ -28,7 +29,13 @@ def relay(store: SQLiteStore, answer: Scripted | Exception) -> tuple[Relay, Memo
         return answer
 
     upstream = MemoryUpstream(handler)
-    return Relay(upstream, ContextTracker(store), Limits(max_body_bytes=LIMIT), keep_payloads=False), upstream
+    return Relay(
+        upstream,
+        ContextTracker(store),
+        Limits(max_body_bytes=LIMIT),
+        redactor_for(AuditSettings()),
+        keep_payloads=False,
+    ), upstream
 
 
 async def test_valid_answer_is_relayed_as_its_original_bytes(store: SQLiteStore) -> None:
