@@ -166,15 +166,17 @@ class VersionedRegistry(ABC, Generic[SpecT, TableT]):
         either all are accepted and stored, or none is. A document identical to the version in force stores
         nothing and is not even parsed: pushing the same files again (CI, a ConfigMap re-applied) must not mint
         versions nobody wrote, nor cost what registering them did. The change is checked (its documents only)
-        before anything is stored, and the table is built once, after the store has numbered the versions."""
+        before anything is stored, and the table is built once, after the store has numbered the versions.
+
+        "Identical to the version in force" is checked twice: here against the table this gateway loaded, and
+        in the store, atomically with the write (``add_active_version``), against what is in force there now:
+        another gateway may have stored the same document since (replicas starting together on the same files).
+        Then no version is minted and this table takes the stored version's number."""
         async with self._lock:
             ids, specs, fresh = await self._prepare(documents, activate)
-            stored = {
-                s.id: await self._store.add_version(self.kind, s.id, d) for s, d in zip(specs, fresh, strict=True)
-            }
+            add = self._store.add_active_version if activate else self._store.add_version
+            stored = {s.id: await add(self.kind, s.id, d) for s, d in zip(specs, fresh, strict=True)}
             if activate and specs:
-                for entry in stored.values():
-                    await self._store.set_active(self.kind, entry.id, entry.version)
                 await self._swap({**self._active, **{s.id: (s, stored[s.id].version) for s in specs}}, list(stored))
             for doc_id in set(ids) - stored.keys():
                 stored[doc_id] = await self.version(doc_id, self._active[doc_id][1])

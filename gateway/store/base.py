@@ -266,6 +266,14 @@ class Store(Protocol):
         """Store ``document`` as version N+1 of ``doc_id`` (1 for a new id), atomically."""
         ...
 
+    async def add_active_version(self, kind: str, doc_id: str, document: Mapping[str, Any]) -> StoredDocument:
+        """Put ``document`` in force for ``doc_id`` in one atomic step: return the version in force unchanged
+        when it already has this content (equal :func:`~gateway.contracts.checked.content_digest`), else store
+        ``document`` as version N+1 and activate it. Registries check for "unchanged" against the table they
+        loaded, which cannot see another gateway's write since: replicas starting together on the same files
+        each minted a version of them (and, without a change feed, went on serving different ones)."""
+        ...
+
     async def get_version(self, kind: str, doc_id: str, version: int) -> StoredDocument | None: ...
 
     async def list_versions(self, kind: str, doc_id: str) -> list[StoredDocument]: ...
@@ -349,6 +357,12 @@ class Store(Protocol):
     async def finish_webhook(self, delivery: WebhookDelivery, owner: str) -> bool:
         """Store the outcome of an attempt (``delivery`` as it is now: pending with its next due time,
         delivered, or failed); ``False`` when ``owner``'s lease was lost and nothing was written."""
+        ...
+
+    async def release_webhooks(self, owner: str, *, now: float) -> int:
+        """Drop ``owner``'s leases on pending deliveries and make them due at ``now``; how many. A gateway
+        stopping with attempts cut short calls this, so another gateway delivers them at once instead of
+        after the lease (the attempt's outcome is unknown: it counts as not made)."""
         ...
 
     async def webhook_delivery(self, item_id: str) -> WebhookDelivery | None:

@@ -9,9 +9,7 @@ sidecar's admin API is enforced by all of them moments later.
 Keys (all under ``prefix``, default ``agw:``)::
 
     routes                      HASH   name → route spec
-    doc:latest:<kind>           HASH   id → newest version (HINCRBY makes N+1 atomic)
-    doc:active:<kind>           HASH   id → version in force
-    doc:ver:<kind>:<id>         HASH   version → {document, created_at}
+    doc:*, changes              versioned documents and the change feed (``redis_documents.py``)
     h:seq / h:by-seq / h:by-time        record order and age (ZSETs of record ids)
     h:rec:<id>                  STRING one handoff record
     run:<run id>                ZSET   record ids of a run, in order
@@ -22,7 +20,6 @@ Keys (all under ``prefix``, default ``agw:``)::
     ckpt:<key>                  STRING checkpoint: an in-flight claim expires with its lease (SET NX claims it
                                 atomically, the owner renews it), a stored answer with the checkpoint's TTL
     outbox:*, breakers, dlq:stream        the webhook outbox, fleet breakers, DLQ stream (``redis_fleet.py``)
-    changes                     pub/sub channel: "route" | "contract" | "policy" after every change
 
 When Redis is down every operation raises :class:`gateway.errors.StoreUnavailable` after a few quick
 reconnection attempts (tens of milliseconds, not redis-py's default of ten with up to a second between them:
@@ -33,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -48,12 +45,10 @@ from gateway.store.base import (
     PRUNE_BATCH,
     ArtifactVersion,
     CheckpointRecord,
-    DocumentHead,
     EscalationItem,
     FailureCount,
     HandoffRecord,
     RunSummary,
-    StoredDocument,
     WebhookDelivery,
     translate_errors,
 )
@@ -65,7 +60,8 @@ from gateway.store.codec import (
     encode_item,
     encode_record,
 )
-from gateway.store.redis_fleet import RedisFleet
+from gateway.store.redis_documents import RedisDocuments
+from gateway.store.redis_fleet import as_text
 
 # ARGV[1]: the owner ("" releases any in-flight claim).
 _RELEASE_IN_FLIGHT = """
@@ -90,13 +86,8 @@ return 1
 """
 
 
-def _text(value: Any) -> str:
-    """redis-py answers bytes (its type hints allow more); keys and ids are ASCII text here."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @translate_errors(RedisError, OSError)
-class RedisStore(RedisFleet):
+class RedisStore(RedisDocuments):
     def __init__(self, url: str, *, prefix: str = "agw:", retention_seconds: float = 7 * 24 * 3600) -> None:
         self.failures: Counter[str] = Counter()
         retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2)
@@ -119,72 +110,6 @@ class RedisStore(RedisFleet):
         await self._announce("route")
         return removed
 
-    # -- change feed: what keeps every sidecar's in-memory tables current --------------------------------
-
-    async def _announce(self, kind: str) -> None:
-        await self._redis.publish(self._k("changes"), kind)
-
-    async def changes(self) -> AsyncIterator[str]:
-        """The kinds ("route", "contract", "policy") changed by any gateway sharing this Redis."""
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(self._k("changes"))
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    yield _text(message["data"])
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    # -- versioned documents -----------------------------------------------------------------------------
-
-    async def add_version(self, kind: str, doc_id: str, document: Mapping[str, Any]) -> StoredDocument:
-        created = time.time()
-        version = int(await self._redis.hincrby(self._k("doc", "latest", kind), doc_id, 1))
-        entry = orjson.dumps({"document": document, "created_at": created})
-        await self._redis.hset(self._k("doc", "ver", kind, doc_id), str(version), entry)
-        return StoredDocument(doc_id, version, document, created)
-
-    async def get_version(self, kind: str, doc_id: str, version: int) -> StoredDocument | None:
-        raw = await self._redis.hget(self._k("doc", "ver", kind, doc_id), str(version))
-        if raw is None:
-            return None
-        entry = orjson.loads(raw)
-        return StoredDocument(doc_id, version, entry["document"], entry["created_at"])
-
-    async def list_versions(self, kind: str, doc_id: str) -> list[StoredDocument]:
-        raw = await self._redis.hgetall(self._k("doc", "ver", kind, doc_id))
-        entries = sorted((int(v), orjson.loads(e)) for v, e in raw.items())
-        return [StoredDocument(doc_id, v, e["document"], e["created_at"]) for v, e in entries]
-
-    async def list_heads(self, kind: str) -> list[DocumentHead]:
-        latest = await self._redis.hgetall(self._k("doc", "latest", kind))
-        active = await self._redis.hgetall(self._k("doc", "active", kind))
-        return [
-            DocumentHead(_text(doc_id), int(latest[doc_id]), int(active[doc_id]) if doc_id in active else None)
-            for doc_id in sorted(latest)
-        ]
-
-    async def set_active(self, kind: str, doc_id: str, version: int | None) -> None:
-        key = self._k("doc", "active", kind)
-        if version is None:
-            await self._redis.hdel(key, doc_id)
-        else:
-            await self._redis.hset(key, doc_id, str(version))
-        await self._announce(kind)
-
-    async def active_documents(self, kind: str) -> list[StoredDocument]:
-        active = {_text(i): _text(v) for i, v in (await self._redis.hgetall(self._k("doc", "active", kind))).items()}
-        ids = sorted(active)
-        pipe = self._redis.pipeline(transaction=False)  # one round trip for every document, not one each
-        for doc_id in ids:
-            pipe.hget(self._k("doc", "ver", kind, doc_id), active[doc_id])
-        entries = [orjson.loads(raw) if raw is not None else None for raw in await pipe.execute()]
-        return [
-            StoredDocument(doc_id, int(active[doc_id]), entry["document"], entry["created_at"])
-            for doc_id, entry in zip(ids, entries, strict=True)
-            if entry is not None
-        ]
-
     # -- audit trail -------------------------------------------------------------------------------------
 
     async def append_handoffs(self, records: Sequence[HandoffRecord]) -> None:
@@ -204,12 +129,12 @@ class RedisStore(RedisFleet):
 
     async def run_handoffs(self, run_id: str) -> list[HandoffRecord]:
         ids = await self._redis.zrange(self._k("run", run_id), 0, -1)
-        blobs = await self._redis.mget([self._k("h", "rec", _text(i)) for i in ids]) if ids else []
+        blobs = await self._redis.mget([self._k("h", "rec", as_text(i)) for i in ids]) if ids else []
         return sorted((decode_record(b) for b in blobs if b is not None), key=lambda r: r.started_at)
 
     async def list_runs(self, limit: int) -> list[RunSummary]:
         newest: list[Any] = await self._redis.zrevrange(self._k("runs"), 0, limit - 1, withscores=True)
-        run_ids = [_text(raw_id) for raw_id, _ in newest]
+        run_ids = [as_text(raw_id) for raw_id, _ in newest]
         pipe = self._redis.pipeline(transaction=False)  # one round trip for the page, not three per run
         for run_id in run_ids:
             pipe.zcard(self._k("run", run_id))
@@ -227,7 +152,7 @@ class RedisStore(RedisFleet):
         members = await self._redis.zrangebyscore(self._k("failures"), since, "+inf")
         counts: dict[tuple[str, str, str], int] = {}
         for member in members:
-            _, route, category, mode = _text(member).split("|", 3)
+            _, route, category, mode = as_text(member).split("|", 3)
             counts[(route, category, mode)] = counts.get((route, category, mode), 0) + 1
         return [FailureCount(*key, count) for key, count in sorted(counts.items())]
 
@@ -244,7 +169,7 @@ class RedisStore(RedisFleet):
                 if excess <= 0:
                     return removed
                 doomed = await self._redis.zrange(self._k("h", "by-seq"), 0, min(excess, PRUNE_BATCH) - 1)
-            await self._forget([_text(i) for i in doomed])
+            await self._forget([as_text(i) for i in doomed])
             removed += len(doomed)
 
     async def _forget(self, record_ids: list[str]) -> None:
@@ -268,7 +193,7 @@ class RedisStore(RedisFleet):
         pipe = self._redis.pipeline(transaction=False)
         for run_id in run_ids:
             pipe.zrange(self._k("run", run_id), 0, 0)
-        firsts = [_text(ids[0]) if ids else None for ids in await pipe.execute()]
+        firsts = [as_text(ids[0]) if ids else None for ids in await pipe.execute()]
         blobs = await self._redis.mget([self._k("h", "rec", i) for i in firsts if i is not None]) if any(firsts) else []
         started = iter(decode_record(b).started_at if b is not None else None for b in blobs)
         pipe = self._redis.pipeline(transaction=True)
@@ -320,7 +245,7 @@ class RedisStore(RedisFleet):
             if not raw_ids:
                 break
             start += page
-            blobs = await self._redis.mget([self._k("esc", _text(i)) for i in raw_ids])
+            blobs = await self._redis.mget([self._k("esc", as_text(i)) for i in raw_ids])
             items += [
                 item
                 for item in (decode_item(b) for b in blobs if b is not None)

@@ -10,8 +10,9 @@ Keys (under the store's prefix)::
     dlq:stream                  STREAM one entry per escalation event (XADD), read by the consumer group
                                        :data:`DLQ_GROUP`; trimmed to about :data:`DLQ_STREAM_MAXLEN` entries
 
-The claim, the finish and the newest-wins breaker write are Lua scripts: each is one atomic step on the server,
-so two gateways can never both hold a delivery, and a slow write of an older transition never undoes a newer one.
+The claim, the finish, the release and the newest-wins breaker write are Lua scripts: each is one atomic step on
+the server, so two gateways can never both hold a delivery, and a slow write of an older transition never undoes a
+newer one.
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ if ARGV[4] == '' then redis.call('ZREM', KEYS[1], ARGV[1]) else redis.call('ZADD
 return 1
 """
 
+# KEYS: due, lease. ARGV: owner, now.
+_RELEASE = """
+local held = redis.call('HGETALL', KEYS[2])
+local released = 0
+for i = 1, #held, 2 do
+  if held[i + 1] == ARGV[1] then
+    redis.call('HDEL', KEYS[2], held[i])
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], held[i])
+    released = released + 1
+  end
+end
+return released
+"""
+
 # KEYS: breakers. ARGV: name, at, origin, record.
 _PUT_BREAKER = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
@@ -64,7 +79,8 @@ return 1
 """
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """redis-py answers bytes (its type hints allow more); keys and ids are ASCII text here."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -106,7 +122,7 @@ class RedisFleet:
         ids = await self._redis.eval(_CLAIM, 2, due, leases, repr(now), repr(now + lease), limit, owner)
         if not ids:
             return []
-        blobs = await self._redis.mget([self._k("outbox", _text(i)) for i in ids])
+        blobs = await self._redis.mget([self._k("outbox", as_text(i)) for i in ids])
         return [decode_delivery(b) for b in blobs if b is not None]
 
     async def finish_webhook(self, delivery: WebhookDelivery, owner: str) -> bool:
@@ -114,6 +130,11 @@ class RedisFleet:
         next_at = repr(delivery.next_at) if delivery.status == "pending" else ""
         done = await self._redis.eval(_FINISH, 3, *keys, delivery.item_id, owner, encode_delivery(delivery), next_at)
         return bool(done)
+
+    async def release_webhooks(self, owner: str, *, now: float) -> int:
+        """One script: a claim by another gateway cannot land between reading the leases and clearing ours."""
+        due, leases = self._k("outbox", "due"), self._k("outbox", "lease")
+        return int(await self._redis.eval(_RELEASE, 2, due, leases, owner, repr(now)))
 
     async def webhook_delivery(self, item_id: str) -> WebhookDelivery | None:
         blob = await self._redis.get(self._k("outbox", item_id))

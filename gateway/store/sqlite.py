@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.config import RouteSpec
+from gateway.contracts.checked import content_digest
 from gateway.store.base import (
     PRUNE_BATCH,
     ArtifactVersion,
@@ -37,7 +38,15 @@ from gateway.store.base import (
 )
 from gateway.store.codec import decode_item, decode_record, encode_item
 from gateway.store.sqlite_audit import append, failure_counts, prune_artifacts_batch, prune_batch, prune_cutoff
-from gateway.store.sqlite_fleet import breaker_records, claim, delivery_of, finish, insert_delivery, put_breaker
+from gateway.store.sqlite_fleet import (
+    breaker_records,
+    claim,
+    delivery_of,
+    finish,
+    insert_delivery,
+    put_breaker,
+    release,
+)
 from gateway.store.sqlite_schema import (
     CHECKPOINT_COLUMNS,
     checkpoints_path,
@@ -55,6 +64,23 @@ VACUUM_STEP = 128
 """Pages (4 KiB each) handed back to the file system per hold of the lock after retention."""
 SWEEP_INTERVAL = 60.0
 """Seconds between background sweeps of expired checkpoints."""
+
+
+def _insert_version(
+    c: sqlite3.Connection, kind: str, doc_id: str, blob: bytes, created: float, *, activate: bool
+) -> int:
+    """Store ``blob`` as the next version of ``doc_id`` (in force too with ``activate``); its number. The caller
+    holds a write transaction, so reading the newest number and writing the next one cannot interleave."""
+    row = c.execute("SELECT latest_version FROM documents WHERE kind = ? AND id = ?", (kind, doc_id)).fetchone()
+    version = 1 if row is None else int(row[0]) + 1
+    c.execute("INSERT INTO document_versions VALUES (?, ?, ?, ?, ?)", (kind, doc_id, version, blob, created))
+    c.execute(
+        "INSERT INTO documents (kind, id, latest_version, active_version) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(kind, id) DO UPDATE SET latest_version = excluded.latest_version,"
+        " active_version = COALESCE(excluded.active_version, documents.active_version)",
+        (kind, doc_id, version, version if activate else None),
+    )
+    return version
 
 
 @translate_errors(sqlite3.Error)
@@ -146,22 +172,32 @@ class SQLiteStore:
 
         def insert(c: sqlite3.Connection) -> int:
             with transaction(c):
-                row = c.execute(
-                    "SELECT latest_version FROM documents WHERE kind = ? AND id = ?", (kind, doc_id)
-                ).fetchone()
-                version = 1 if row is None else row[0] + 1
-                c.execute(
-                    "INSERT INTO document_versions VALUES (?, ?, ?, ?, ?)", (kind, doc_id, version, blob, created)
-                )
-                c.execute(
-                    "INSERT INTO documents (kind, id, latest_version) VALUES (?, ?, ?)"
-                    " ON CONFLICT(kind, id) DO UPDATE SET latest_version = excluded.latest_version",
-                    (kind, doc_id, version),
-                )
-            return version
+                return _insert_version(c, kind, doc_id, blob, created, activate=False)
 
-        version = await self._run(insert)
-        return StoredDocument(doc_id, version, document, created)
+        return StoredDocument(doc_id, await self._run(insert), document, created)
+
+    async def add_active_version(self, kind: str, doc_id: str, document: Mapping[str, Any]) -> StoredDocument:
+        """The check and the write share one ``BEGIN IMMEDIATE`` transaction, which also excludes other
+        processes on the file: of two gateways storing the same document, the second finds it in force."""
+        created = time.time()
+        blob = orjson.dumps(document)
+        digest = content_digest(document)
+
+        def put(c: sqlite3.Connection) -> StoredDocument:
+            with transaction(c):
+                row = c.execute(
+                    "SELECT d.active_version, v.document, v.created_at FROM documents d JOIN document_versions v"
+                    " ON v.kind = d.kind AND v.id = d.id AND v.version = d.active_version"
+                    " WHERE d.kind = ? AND d.id = ?",
+                    (kind, doc_id),
+                ).fetchone()
+                held = None if row is None else orjson.loads(row[1])
+                if held is not None and digest is not None and content_digest(held) == digest:
+                    return StoredDocument(doc_id, row[0], held, row[2])
+                version = _insert_version(c, kind, doc_id, blob, created, activate=True)
+            return StoredDocument(doc_id, version, document, created)
+
+        return await self._run(put)
 
     async def get_version(self, kind: str, doc_id: str, version: int) -> StoredDocument | None:
         row = await self._one(
@@ -319,6 +355,9 @@ class SQLiteStore:
 
     async def finish_webhook(self, delivery: WebhookDelivery, owner: str) -> bool:
         return await self._run(lambda c: finish(c, delivery, owner))
+
+    async def release_webhooks(self, owner: str, *, now: float) -> int:
+        return await self._run(lambda c: release(c, owner, now))
 
     async def webhook_delivery(self, item_id: str) -> WebhookDelivery | None:
         return await self._run(lambda c: delivery_of(c, item_id))

@@ -44,6 +44,13 @@ def finish(c: sqlite3.Connection, delivery: WebhookDelivery, owner: str) -> bool
     return changed > 0
 
 
+def release(c: sqlite3.Connection, owner: str, now: float) -> int:
+    """Give up ``owner``'s leases: its pending deliveries are due at ``now`` for any gateway to claim."""
+    return c.execute(
+        "UPDATE outbox SET next_at = ?, owner = NULL WHERE owner = ? AND status = 'pending'", (now, owner)
+    ).rowcount
+
+
 def delivery_of(c: sqlite3.Connection, item_id: str) -> WebhookDelivery | None:
     row = c.execute("SELECT delivery FROM outbox WHERE item_id = ?", (item_id,)).fetchone()
     return None if row is None else decode_delivery(row[0])
