@@ -4,7 +4,9 @@ A delivery is written in the same store transaction as its DLQ item (``Store.add
 that stops, crashes or restarts mid-backoff loses nothing: every gateway on the store polls the outbox every
 :data:`POLL_SECONDS` (and at once after escalating), claims due deliveries with a lease of
 :data:`LEASE_SECONDS` (only the lease holder may record the outcome, so two sidecars never both own an entry;
-one that dies mid-delivery leaves its entries due again once the lease ends), and posts them.
+one that dies mid-delivery leaves its entries due again once the lease ends), and posts them. A gateway that
+stops gracefully lets its attempts in flight finish (for up to :data:`CLOSE_SECONDS`) and then releases what it
+still holds, so another gateway takes over at once, not after the lease.
 
 Each attempt sends the same body with ``Webhook-Id`` (stable for the delivery: receivers deduplicate on it, as
 the Standard Webhooks spec asks), ``Webhook-Timestamp``, and, when the policy names a secret,
@@ -45,6 +47,9 @@ POLL_SECONDS = 0.5
 LEASE_SECONDS = 30.0
 """Longer than an attempt can take (:data:`ATTEMPT_SECONDS`), so a live deliverer never loses its lease."""
 ATTEMPT_SECONDS = 10.0
+CLOSE_SECONDS = 3.0
+"""How long attempts in flight may finish when the gateway stops, before they are cut short and released. Short:
+it runs after the data plane's drain, inside the pod's termination grace period (k8s/base/deployment.yaml)."""
 BATCH = 16
 """Deliveries claimed (and posted concurrently) per poll."""
 MAX_BACKOFF = 300.0
@@ -86,12 +91,16 @@ class Outbox:
     def __init__(
         self, store: Store, session: aiohttp.ClientSession, *, environ: Mapping[str, str],
         clock: Callable[[], float] = time.time, poll_seconds: float = POLL_SECONDS,
+        close_seconds: float = CLOSE_SECONDS,
     ) -> None:  # fmt: skip
         self._store = store
         self._session = session
         self._environ = environ
         self._clock = clock
         self._poll = poll_seconds
+        self.close_seconds = close_seconds
+        """How long :meth:`close` lets attempts in flight finish (:data:`CLOSE_SECONDS`)."""
+        self._closing = False
         self.owner = sidecar_id()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,14 +114,29 @@ class Outbox:
         self._wake.set()
 
     async def close(self) -> None:
-        """Stop delivering; entries claimed mid-post come back due when their lease ends (to any gateway)."""
-        if self._task is not None:
+        """Stop delivering. Attempts in flight get :attr:`close_seconds` to finish and store their outcome (a
+        cancelled one would leave its delivery leased to a gateway that is gone); then this gateway's remaining
+        claims are released, so another gateway delivers them now. Should the store fail here, they come back
+        due when their lease ends, as after a crash."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        done, _ = await asyncio.wait({self._task}, timeout=self.close_seconds)
+        if not done:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        try:
+            released = await self._store.release_webhooks(self.owner, now=self._clock())
+        except StoreUnavailable:
+            log.warning("webhook outbox: claims not released (store unreachable); they are due after the lease")
+            return
+        if released:
+            log.warning("webhook outbox: %d deliveries still claimed at the stop released to other gateways", released)
 
     async def _run(self) -> None:
-        while not cancel_requested():
+        while not (self._closing or cancel_requested()):
             try:
                 claimed = await self.deliver_due()
                 self._reachable = True
