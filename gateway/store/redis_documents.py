@@ -18,11 +18,14 @@ import orjson
 from redis.exceptions import RedisError
 
 from gateway.contracts.checked import content_digest
-from gateway.store.base import DocumentHead, StoredDocument, translate_errors
+from gateway.store.base import DocumentHead, StoredDocument, cancel_requested, translate_errors
 from gateway.store.redis_fleet import RedisFleet, as_text
 
 # KEYS: latest, active, versions (of the kind and id). ARGV: id, digest of the document ('' if none), its entry.
 # Answers {version, entry held} when the version in force has the digest, else {version stored and activated}.
+FEED_POLL_SECONDS = 1.0
+"""How long the change feed waits for a message before checking whether it was asked to stop."""
+
 _ADD_ACTIVE_VERSION = """
 local active = redis.call('HGET', KEYS[2], ARGV[1])
 if active and ARGV[2] ~= '' then
@@ -50,8 +53,9 @@ class RedisDocuments(RedisFleet):
         pubsub = self._redis.pubsub()
         await pubsub.subscribe(self._k("changes"))
         try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            while not cancel_requested():  # redis-py can swallow a cancellation that lands in a read: look again
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=FEED_POLL_SECONDS)
+                if message is not None and message.get("type") == "message":
                     yield as_text(message["data"])
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
