@@ -234,12 +234,11 @@ async def _delivered(gw: Any, item_id: str) -> dict[str, Any] | None:
 
 
 async def test_gateways_starting_together_on_the_same_contract_files_serve_one_version(
-    upstream: Upstream, tmp_path: Path
+    store: dict[str, str], upstream: Upstream, tmp_path: Path
 ) -> None:
-    """On one SQLite file, where nothing announces changes: the replicas of the report served v2 and v1. (Redis
-    is covered above by two registries with clients of their own: two gateways started at once on Redis in one
-    test process hung twice, under load, before and after this change; see the report of store-cas.)"""
-    store = {"path": str(tmp_path / "gateway.db")}
+    """On one SQLite file nothing announces changes: the replicas of the report served v2 and v1. On Redis this
+    is also the regression test of a hang: closing one of two gateways sharing a Redis waited forever on a change
+    feed whose cancellation redis-py had swallowed."""
     directory = tmp_path / "contracts"
     directory.mkdir()
     (directory / "tasks.yaml").write_text(yaml.safe_dump(contract()))
