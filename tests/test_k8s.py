@@ -22,6 +22,7 @@ from kubernetes_validate.utils import latest_version
 
 from gateway.app import ADMIN_SHUTDOWN_SECONDS
 from gateway.config import load_config
+from gateway.policies.outbox import CLOSE_SECONDS
 from tests.conftest import gateway_config, replying
 
 K8S = Path(__file__).resolve().parent.parent / "k8s"
@@ -146,12 +147,13 @@ def test_every_pod_is_hardened_and_gets_no_service_links(variant: str) -> None:
 def test_the_grace_period_covers_the_pre_stop_pause_and_the_drain(variant: str) -> None:
     """The gateway's drain is aiohttp's ``shutdown_timeout`` (the data runners keep the default): in-flight
     requests get that long after SIGTERM, once the admin listener (closed first) has given its own requests
-    ``ADMIN_SHUTDOWN_SECONDS``. The pod's grace period must cover the preStop pause plus both."""
+    ``ADMIN_SHUTDOWN_SECONDS``; then webhook attempts in flight get ``CLOSE_SECONDS``. The pod's grace period must
+    cover the preStop pause plus all three."""
     drain = inspect.signature(web.BaseRunner.__init__).parameters["shutdown_timeout"].default
     spec = pod_spec(render(variant))
     command = container(spec, GATEWAY)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
-    assert spec["terminationGracePeriodSeconds"] >= int(command[1]) + ADMIN_SHUTDOWN_SECONDS + drain
+    assert spec["terminationGracePeriodSeconds"] >= int(command[1]) + ADMIN_SHUTDOWN_SECONDS + drain + CLOSE_SECONDS
 
 
 async def test_the_gateway_runners_keep_the_drain_the_manifests_assume(make_gateway: Any) -> None:
