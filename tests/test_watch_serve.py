@@ -99,4 +99,4 @@ def test_sighup_rescans_at_once_with_polling_off(tmp_path: Path) -> None:
         _, errors = process.communicate(timeout=10)
     assert process.returncode == 0, errors
     assert "rescanning contract_dirs and policy_dirs" in errors
-    assert "registered contract documents from files: agent.tasks@2" in errors
+    assert "contract documents from files in force: agent.tasks@2" in errors

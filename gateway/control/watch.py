@@ -124,7 +124,8 @@ def culprit(
 
 
 async def apply_changed(registry: Registry, changed: Mapping[Path, Mapping[str, Any]]) -> list[str]:
-    """Register ``changed`` as one change; the ``id@version`` of each version minted. Raises
+    """Register ``changed`` as one change; the ``id@version`` now in force for each (minted here, or adopted from
+    a replica on the same store that registered the same content first). Raises
     :class:`BrokenFile` naming the file to blame, and then the table in force is as it was."""
     if not changed:
         return []
@@ -191,9 +192,9 @@ class DirectoryWatcher:
             if not starting and await asyncio.to_thread(fingerprint, dirs) != before:
                 log.info("%s files changed while being read; reading them again at the next scan", registry.kind)
                 return
-            minted = await apply_changed(registry, changed_documents(registry, documents))
-            if minted:
-                log.info("registered %s documents from files: %s", registry.kind, ", ".join(minted))
+            in_force = await apply_changed(registry, changed_documents(registry, documents))
+            if in_force:
+                log.info("%s documents from files in force: %s", registry.kind, ", ".join(in_force))
         except BrokenFile:
             self._seen[registry.kind] = before  # report a broken commit once, not every interval
             raise
