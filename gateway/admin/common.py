@@ -13,8 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.contracts.validation import CompiledContract
 from gateway.control.state import STATE, GatewayState
-from gateway.control.versioning import MAX_VERSION
+from gateway.control.versioning import MAX_VERSION, DocumentNotFound
 from gateway.errors import AdminError
 
 INT64 = (-(2**63), 2**63 - 1)
@@ -35,6 +36,14 @@ def state_of(request: web.Request) -> GatewayState:
 
 def not_found(what: str) -> AdminError:
     return AdminError(404, f"{what} not found.", kind="not-found", title="Not found")
+
+
+async def compiled_contract(request: web.Request, contract_id: str, version: int | None) -> CompiledContract:
+    """Version ``version`` of a contract (the one in force when ``None``), compiled; 404 when there is none."""
+    try:
+        return await state_of(request).contracts.compiled(contract_id, version)
+    except DocumentNotFound as exc:
+        raise not_found(f"Contract {contract_id!r}" + (f" version {version}" if version else "")) from exc
 
 
 def conflict(detail: str, errors: list[dict[str, str]] | None = None) -> AdminError:

@@ -10,22 +10,18 @@ from jsonschema.validators import Draft202012Validator
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 
 from gateway.admin.api import Endpoint, json_response, parse_body
-from gateway.admin.common import not_found, state_of
+from gateway.admin.common import compiled_contract, state_of
 from gateway.admin.documents import versioned_endpoints
 from gateway.admin.models import ValidateRequest, ValidateResult, ViolationOut
 from gateway.contracts.document import contract_meta_schema
 from gateway.contracts.validation import NO_VIOLATIONS, CompiledContract, Verdict
-from gateway.control.versioning import DocumentNotFound
 
 
 async def validate_payload(request: web.Request) -> web.Response:
     """Dry-run a payload through the same validators the data plane uses; returns the verdict."""
     body = await parse_body(request, ValidateRequest)
     contract_id = request.match_info["id"]
-    try:
-        contract = await state_of(request).contracts.compiled(contract_id, body.version)
-    except DocumentNotFound as exc:
-        raise not_found(f"Contract {contract_id!r}" + (f" version {body.version}" if body.version else "")) from exc
+    contract = await compiled_contract(request, contract_id, body.version)
     limits = state_of(request).config.limits
     checked, (violations, total) = await dry_run(contract, body, limits.max_violations, limits.offload_bytes)
     return json_response(

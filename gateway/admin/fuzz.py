@@ -19,10 +19,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin.api import Endpoint, json_response, parse_body
-from gateway.admin.common import INT64, not_found, state_of
+from gateway.admin.common import INT64, compiled_contract
 from gateway.admin.models import UPSTREAM_PATTERN
 from gateway.contracts.document import contract_meta_schema
-from gateway.control.versioning import MAX_VERSION, DocumentNotFound
+from gateway.control.versioning import MAX_VERSION
 from gateway.errors import AdminError
 from gateway.fuzz.report import FuzzReport
 from gateway.outcomes import Verdict
@@ -79,10 +79,7 @@ class FuzzRequest(BaseModel):
 async def fuzz_contract(request: web.Request) -> web.Response:
     body = await parse_body(request, FuzzRequest)
     contract_id = request.match_info["id"]
-    try:
-        contract = await state_of(request).contracts.compiled(contract_id, body.version)
-    except DocumentNotFound as exc:
-        raise not_found(f"Contract {contract_id!r}" + (f" version {body.version}" if body.version else "")) from exc
+    contract = await compiled_contract(request, contract_id, body.version)
     try:
         from gateway.fuzz import run
     except ImportError as exc:
