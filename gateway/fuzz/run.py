@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample, Unsatisfiable
 
 from gateway import headers
+from gateway.config import Limits
 from gateway.contracts.document import ContractDocumentError, parse_contract
 from gateway.contracts.registry import SchemaResources
 from gateway.contracts.validation import CompiledContract, compile_contract
@@ -46,7 +47,7 @@ from gateway.outcomes import Verdict
 
 MAX_FAILURES = 3
 """Distinct failures searched for per run: enough to see that there is more than one bug, bounded."""
-MAX_ANSWER_BYTES = 10 * 1024 * 1024
+MAX_ANSWER_BYTES = Limits().max_body_bytes
 """The gateway's default ``limits.max_body_bytes``: a bigger answer is what it refuses (502), so it is a failure
 of its own here, not a body cut short and then judged invalid; nothing beyond it is read or kept."""
 MAX_CONCURRENT_RUNS = 2
