@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.admin.app import build_admin_app
+from gateway.background import stop_task, while_serving
 from gateway.config import GatewayConfig
 from gateway.contracts.context import ContextTracker
 from gateway.contracts.registry import ContractRegistry
@@ -111,10 +111,7 @@ class RunningGateway:
 
     async def close(self) -> None:
         self.state.ready = False
-        if self.watching is not None:  # first: no registration may start while the store closes
-            self.watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watching
+        await stop_task(self.watching)  # first: no registration may start while the store closes
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         if self.egress_runner is not None:  # before the data plane, whose cleanup closes the shared session
@@ -204,14 +201,6 @@ async def _serve_data_plane(
 ) -> web.AppRunner:
     config = state.config
 
-    async def follow_store(_: web.Application) -> AsyncIterator[None]:
-        """The change feed runs exactly as long as the data plane (started and stopped by ``setup``/``cleanup``)."""
-        follower = asyncio.create_task(follow_changes(state), name="store-changes")
-        yield
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
-
     async def close_session(_: web.Application) -> None:
         await state.escalations.close()
         await session.close()
@@ -219,7 +208,7 @@ async def _serve_data_plane(
     data_app = web.Application(client_max_size=config.limits.max_body_bytes)
     data_app[STATE] = state
     if isinstance(state.store, ChangeFeed):
-        data_app.cleanup_ctx.append(follow_store)
+        data_app.cleanup_ctx.append(while_serving("store-changes", lambda _: follow_changes(state)))
     if config.workers > 1:  # tables changed by worker 0 (polled without a change feed), shared metric readings
         data_app.cleanup_ctx.append(worker_upkeep)
     data_app.on_cleanup.append(close_session)

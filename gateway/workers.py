@@ -37,12 +37,12 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
 from prometheus_client.multiprocess import mark_process_dead
 
+from gateway.background import while_serving
 from gateway.config import GatewayConfig
 from gateway.control.state import STATE, GatewayState
 from gateway.observability.metrics import MULTIPROCESS_VARIABLE
@@ -142,13 +142,8 @@ async def _upkeep(state: GatewayState) -> None:
             failing = False
 
 
-async def worker_upkeep(app: web.Application) -> AsyncIterator[None]:
-    """The data plane's cleanup context with ``workers > 1``: :func:`_upkeep` runs exactly as long as it does."""
-    task = asyncio.create_task(_upkeep(app[STATE]), name="worker-upkeep")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+worker_upkeep = while_serving("worker-upkeep", lambda app: _upkeep(app[STATE]))
+"""The data plane's cleanup context with ``workers > 1``: :func:`_upkeep` runs exactly as long as it does."""
 
 
 class Supervisor:

@@ -16,7 +16,6 @@ point** (the first handoff where a violation entered), and the downstream handof
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from gateway.background import stop_task
 from gateway.config import AuditSettings
 from gateway.outcomes import FAULTY
 from gateway.store.base import HandoffRecord, Store, cancel_requested
@@ -129,10 +129,7 @@ class AuditLog:
 
     async def close(self) -> None:
         """Stop the writer and write what is left; records the store cannot take now are lost, and counted."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         try:
             await self.flush()
         except Exception:

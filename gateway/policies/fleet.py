@@ -36,6 +36,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from gateway.background import stop_task
 from gateway.errors import StoreUnavailable
 from gateway.policies.breaker import BreakerRegistry, CircuitBreaker, State
 from gateway.store.base import BreakerRecord, Store, cancel_requested
@@ -92,10 +93,7 @@ class FleetBoard:
         self._task = asyncio.create_task(self._run(), name="fleet-breakers")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _run(self) -> None:
         while not cancel_requested():
